@@ -13,3 +13,13 @@ def need_shared(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is not here: the example data lives in ../shared beside the checkout")
     return path
+
+
+@pytest.fixture
+def sd15_unet_config():
+    """SD 1.5's UNet config: the package's shipped copy."""
+    from diffusers import UNet2DConditionModel
+
+    shipped = Path(__file__).resolve().parents[1] / "src" / "tuneavideo" / "configs" / "sd15" / "unet"
+    folder = shipped if shipped.is_dir() else need_shared(SD15 / "unet")
+    return UNet2DConditionModel.load_config(folder)

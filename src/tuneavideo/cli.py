@@ -1,0 +1,167 @@
+"""``tuneavideo``: tune Stable Diffusion on one video, then edit it with new prompts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from . import __version__
+from .config import MIXED_PRECISION, ConfigError, RunConfig
+
+
+def _add_sampling(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", dest="num_inference_steps", type=int, help="DDIM sampling steps (default 50)")
+    parser.add_argument("--guidance", dest="guidance_scale", type=float, help="classifier-free guidance scale (default 12.5)")
+    parser.add_argument("--negative-prompt", help="unconditional prompt for guidance (default: empty)")
+    parser.add_argument("--eta", type=float, help="DDIM eta: 0 is deterministic (default 0)")
+    parser.add_argument("--seed", type=int, help="seed of the sampling noise (default 33)")
+    parser.add_argument("--inversion-steps", dest="num_inversion_steps", type=int, help="DDIM inversion steps (default 50)")
+    parser.add_argument("--no-inversion", dest="use_inversion", action="store_false", default=None,
+                        help="start from random noise instead of the inverted source video")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tuneavideo", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"tuneavideo {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    tune = sub.add_parser("tune", help="tune a Stable Diffusion model on one video; writes a run folder")
+    tune.add_argument("--config", help="a YAML config: ours, or the reference implementation's (configs/man-skiing.yaml)")
+    tune.add_argument("--base-model", help="hub id, diffusers folder, or single .safetensors/.ckpt file")
+    tune.add_argument("--video", dest="path", help="mp4, mov, webm, gif, or a folder of images")
+    tune.add_argument("--prompt", help="what the video shows, e.g. 'a man is skiing'")
+    tune.add_argument("--output", "-o", help="the run folder to write (default: the reference config's output_dir)")
+    tune.add_argument("--num-frames", type=int, help="frames to sample (default 24)")
+    tune.add_argument("--width", type=int, help="width, a multiple of 8 (default 512)")
+    tune.add_argument("--height", type=int, help="height, a multiple of 8 (default 512)")
+    tune.add_argument("--start", type=int, help="first frame (default 0)")
+    tune.add_argument("--stride", type=int, help="take every N-th frame (default 1)")
+    tune.add_argument("--resize", choices=("crop", "squash", "pad"), help="crop to the aspect (default), squash, or pad")
+    tune.add_argument("--train-steps", dest="tune_steps", type=int, help="tuning steps (default 500)")
+    tune.add_argument("--learning-rate", type=float, help="AdamW learning rate (default 3e-5)")
+    tune.add_argument("--train-seed", dest="tune_seed", type=int, help="seed of the tuning noise (default 33)")
+    tune.add_argument("--mixed-precision", choices=MIXED_PRECISION, help="auto: bf16 on GPUs that have it, fp32 on the CPU")
+    tune.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                      help="recompute activations in the backward pass to save memory (default on)")
+    tune.add_argument("--trainable", dest="trainable_modules", nargs="+", help="module name suffixes to train (default attn1.to_q attn2.to_q attn_temp)")
+    tune.add_argument("--checkpoint-every", type=int, help="save a resumable checkpoint every N steps (default 100; 0: never)")
+    tune.add_argument("--validation-every", type=int, help="sample the validation prompts every N steps (0: never)")
+    tune.add_argument("--validation-prompt", dest="prompts", action="append", help="a validation prompt (repeatable)")
+    tune.add_argument("--resume", action="store_true", help="continue an interrupted run from its latest checkpoint")
+    tune.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
+    _add_sampling(tune)
+
+    edit = sub.add_parser("edit", help="generate edited videos from a run folder")
+    edit.add_argument("run_dir", help="a run folder from 'tuneavideo tune', or a pipeline folder saved by the reference")
+    edit.add_argument("--prompt", dest="prompts", action="append", default=[], help="an edit prompt (repeatable)")
+    edit.add_argument("--output", "-o", help="where to write the videos (default RUN_DIR/edits)")
+    edit.add_argument("--base-model", help="apply the tuned tensors to another base of the same SD version (e.g. DreamBooth)")
+    edit.add_argument("--video", help="source video (reference folders only; a run folder has its own)")
+    edit.add_argument("--inv-latents", help="inverted latents: the reference's inv_latents/ddim_latent-*.pt")
+    edit.add_argument("--num-frames", type=int, help="frames (reference folders without --inv-latents)")
+    edit.add_argument("--width", type=int, help="width (reference folders without --inv-latents)")
+    edit.add_argument("--height", type=int, help="height (reference folders without --inv-latents)")
+    edit.add_argument("--fps", type=float, default=8, help="frame rate of the written videos (default 8)")
+    edit.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="auto", help="weights' dtype (auto: fp16/bf16 on GPU)")
+    edit.add_argument("--device", help="cuda, cpu (default: cuda when available)")
+    _add_sampling(edit)
+
+    demo = sub.add_parser("demo", help="tune the bundled toy model on a rendered clip and edit it (no network)")
+    demo.add_argument("--output", "-o", help="the folder to write (default ./tuneavideo-demo)")
+    demo.add_argument("--train-steps", type=int, help="tuning steps")
+    demo.add_argument("--steps", type=int, help="sampling and inversion steps")
+    return parser
+
+
+def _overrides(args: argparse.Namespace, fields: tuple[str, ...], rename: dict[str, str] | None = None) -> dict:
+    rename = rename or {}
+    values = {}
+    for name in fields:
+        value = getattr(args, name, None)
+        if value is not None:
+            values[rename.get(name, name)] = tuple(value) if name == "trainable_modules" else value
+    return values
+
+
+SAMPLE_FIELDS = ("num_inference_steps", "guidance_scale", "negative_prompt", "eta", "seed", "num_inversion_steps", "use_inversion")
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from .loading import load_base
+    from .tuning import tune
+
+    config = RunConfig.load(args.config) if args.config else RunConfig()
+    output = args.output
+    if output is None and args.config:
+        import yaml
+
+        output = (yaml.safe_load(Path(args.config).read_text()) or {}).get("output_dir")
+    if not output:
+        raise ConfigError("no run folder given; pass --output RUN_DIR")
+    config.video = replace(config.video, **_overrides(args, ("path", "prompt", "num_frames", "width", "height", "start", "stride", "resize")))
+    config.tune = replace(config.tune, **_overrides(
+        args, ("base_model", "tune_steps", "learning_rate", "tune_seed", "mixed_precision", "gradient_checkpointing",
+               "trainable_modules", "checkpoint_every", "validation_every"),
+        {"tune_steps": "steps", "tune_seed": "seed"}))
+    config.sample = replace(config.sample, **_overrides(args, SAMPLE_FIELDS + ("prompts",)))
+    config.validate()
+    if not config.tune.base_model:
+        raise ConfigError("no base model given; pass --base-model (hub id, diffusers folder or .safetensors file)")
+    if not config.video.path:
+        raise ConfigError("no video given; pass --video PATH")
+    if args.resume:
+        saved = Path(output) / "config.yaml"
+        if saved.is_file():
+            config = RunConfig.load(saved)
+    base = load_base(config.tune.base_model)
+    result = tune(base, config, output, resume=args.resume, device=args.device)
+    print(f"tuned {len(result.trainable)} tensors in {len(result.losses)} steps; run folder: {result.run_dir}")
+    return 0
+
+
+def _edit(args: argparse.Namespace) -> int:
+    from .editing import edit, load_run
+
+    if not args.prompts:
+        raise ConfigError("no edit prompt given; pass --prompt 'your edit' (repeatable)")
+    tuned = load_run(
+        args.run_dir, base_model=args.base_model, device=args.device, mixed_precision=args.mixed_precision,
+        video=args.video, inv_latents=args.inv_latents, num_frames=args.num_frames, width=args.width, height=args.height,
+    )
+    sample = replace(tuned.config.sample, **_overrides(args, SAMPLE_FIELDS))
+    paths = edit(tuned, args.prompts, sample, args.output, fps=args.fps)
+    print(f"wrote {len(paths)} files to {paths[0].parent}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    folder = run_demo(args.output, train_steps=args.train_steps, steps=args.steps)
+    print(f"demo written to {folder}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .adapter import AdapterError
+    from .loading import ModelLoadError
+    from .models import WeightLoadError
+    from .tuning import RunError
+    from .video import VideoError
+
+    args = build_parser().parse_args(argv)
+    command = {"tune": _tune, "edit": _edit, "demo": _demo}[args.command]
+    try:
+        return command(args)
+    except (ConfigError, VideoError, ModelLoadError, WeightLoadError, AdapterError, RunError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished files are kept, and 'tuneavideo tune --resume' continues a tuning run", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Editing: load a tuned run (ours, or the reference's saved pipeline) and sample edited videos."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from . import __version__
+from .adapter import load_adapter
+from .config import RunConfig, SampleConfig
+from .inversion import ddim_invert
+from .loading import BaseModel, load_base
+from .pipeline import TuneAVideoPipeline
+from .tuning import ADAPTER, CONFIG, INVERSION, SOURCE, RunError, _progress, build_pipeline, build_video_unet, resolve_device, resolve_precision, slug
+from .video import read_video, side_by_side, write_video
+
+
+@dataclass
+class TunedModel:
+    """A tuned video model ready to edit: the pipeline, its run config, and the inverted source."""
+
+    pipe: TuneAVideoPipeline
+    config: RunConfig
+    run_dir: Path
+    source: torch.Tensor | None  # (f, 3, h, w) in [0, 1]
+    inverted: torch.Tensor | None  # (1, c, f, h/8, w/8)
+    dtype: torch.dtype
+
+    def invert(self, steps: int | None = None, progress: bool = True) -> torch.Tensor:
+        """DDIM-invert the source frames with the empty prompt (and keep the result)."""
+        if self.source is None:
+            raise RunError(f"{self.run_dir} has no source video to invert; pass --video, --inv-latents or --no-inversion")
+        steps = steps or self.config.sample.num_inversion_steps
+        mean, _ = self.pipe.encode_video(self.source)
+        empty = self.pipe.encode_prompt([""]).to(self.dtype)
+        bar = _progress(None, progress, desc="inverting", total=steps)
+        self.inverted = ddim_invert(self.pipe.unet, self.pipe.scheduler, mean, empty, steps, callback=lambda i, n: bar.update(1) if bar else None)
+        if bar:
+            bar.close()
+        return self.inverted
+
+    def sample(self, prompt: str, sample: SampleConfig, progress: bool = True) -> torch.Tensor:
+        """One edited video ``(f, 3, h, w)`` in [0, 1] for ``prompt``."""
+        vc = self.config.video
+        latents = None
+        if sample.use_inversion:
+            latents = self.inverted if self.inverted is not None else self.invert(sample.num_inversion_steps, progress)
+        generator = torch.Generator(self.pipe.unet.device).manual_seed(sample.seed)
+        bar = _progress(None, progress, desc=f"sampling '{prompt[:40]}'", total=sample.num_inference_steps)
+        video = self.pipe(
+            prompt, vc.num_frames, vc.height, vc.width, sample.num_inference_steps, sample.guidance_scale,
+            sample.negative_prompt, sample.eta, generator, latents, callback=lambda i, n: bar.update(1) if bar else None,
+        )[0]
+        if bar:
+            bar.close()
+        return video
+
+
+def load_run(
+    run_dir: str | Path,
+    *,
+    base_model: str | BaseModel | None = None,
+    device: str | torch.device | None = None,
+    mixed_precision: str = "auto",
+    video: str | None = None,
+    inv_latents: str | Path | None = None,
+    num_frames: int | None = None,
+    width: int | None = None,
+    height: int | None = None,
+) -> TunedModel:
+    """Load a run folder written by ``tuneavideo tune``, or a pipeline folder saved by the reference.
+
+    ``base_model`` swaps the base the adapter is applied to (e.g. a DreamBooth model of the same
+    Stable Diffusion version). For a reference folder, give the frame count and size, or
+    ``inv_latents`` (its ``inv_latents/ddim_latent-*.pt``) from which they are read.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run folder {run_dir} does not exist; give the --output folder of 'tuneavideo tune'")
+    device = resolve_device(device)
+    dtype = resolve_precision(mixed_precision, device)
+    inverted = _read_latents(inv_latents) if inv_latents else None
+
+    if (run_dir / CONFIG).is_file():
+        config = RunConfig.load(run_dir / CONFIG)
+        if not (run_dir / ADAPTER).is_file():
+            raise RunError(f"{run_dir} has no {ADAPTER}: tuning did not finish; resume it with 'tuneavideo tune --resume'")
+        base = base_model if isinstance(base_model, BaseModel) else load_base(base_model or config.tune.base_model, dtype=torch.float32)
+        unet = build_video_unet(base)
+        load_adapter(unet, run_dir / ADAPTER)
+        source = read_video(run_dir / SOURCE, num_frames=config.video.num_frames, width=config.video.width, height=config.video.height) if (run_dir / SOURCE).is_file() else None
+        if inverted is None and (run_dir / INVERSION).is_file():
+            inverted = load_file(run_dir / INVERSION)["latents"]
+    elif (run_dir / "model_index.json").is_file():
+        base = load_base(run_dir, dtype=torch.float32)
+        unet = build_video_unet(base)
+        config = RunConfig()
+        config.tune.base_model = str(run_dir)
+        if inverted is not None:
+            scale = 2 ** (len(base.vae.config.block_out_channels) - 1)
+            config.video.num_frames, config.video.height, config.video.width = inverted.shape[2], inverted.shape[3] * scale, inverted.shape[4] * scale
+        source = None
+    else:
+        raise RunError(f"{run_dir} is neither a tuneavideo run folder ({CONFIG}) nor a saved pipeline (model_index.json)")
+
+    vc = config.video
+    vc.num_frames = num_frames or vc.num_frames
+    vc.width = width or vc.width
+    vc.height = height or vc.height
+    if video is not None:
+        source = read_video(video, num_frames=vc.num_frames, start=vc.start, stride=vc.stride, width=vc.width, height=vc.height, resize=vc.resize)
+    config.validate()
+
+    pipe = build_pipeline(base, unet)
+    pipe.vae.to(device=device, dtype=dtype)
+    pipe.text_encoder.to(device=device, dtype=dtype)
+    pipe.unet.to(device=device, dtype=dtype).eval()
+    for module in (pipe.vae, pipe.text_encoder, pipe.unet):
+        module.requires_grad_(False)
+    if inverted is not None:
+        inverted = inverted.to(device)
+    return TunedModel(pipe, config, run_dir, source, inverted, dtype)
+
+
+def _read_latents(path: str | Path) -> torch.Tensor:
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"inverted latents {path} do not exist; check the path")
+    if path.suffix == ".safetensors":
+        return load_file(path)["latents"]
+    latents = torch.load(path, map_location="cpu", weights_only=True)  # the reference's ddim_latent-*.pt
+    if not torch.is_tensor(latents) or latents.ndim != 5:
+        raise RunError(f"{path} does not hold video latents (b, c, f, h, w); give an inv_latents/ddim_latent-*.pt file")
+    return latents
+
+
+def edit(
+    tuned: TunedModel,
+    prompts: list[str],
+    sample: SampleConfig | None = None,
+    output_dir: str | Path | None = None,
+    fps: float = 8,
+    progress: bool = True,
+) -> list[Path]:
+    """Write, for each prompt, an MP4 (H.264), a GIF and a JSON of its parameters, then one
+    side-by-side MP4 (source | edits). Returns the written paths."""
+    prompts = [p for p in prompts if p is not None]
+    if not prompts or any(not p.strip() for p in prompts):
+        raise RunError("no edit prompt given (or an empty one); pass --prompt 'your edit' at least once")
+    sample = sample or tuned.config.sample
+    out = Path(output_dir) if output_dir else tuned.run_dir / "edits"
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    videos = []
+    for prompt in prompts:
+        video = tuned.sample(prompt, sample, progress)
+        videos.append(video)
+        stem = _unique(out, slug(prompt))
+        write_video(out / f"{stem}.mp4", video, fps)
+        write_video(out / f"{stem}.gif", video, fps)
+        _write_json(out / f"{stem}.json", _record(tuned, prompt, sample, fps))
+        written += [out / f"{stem}.mp4", out / f"{stem}.gif", out / f"{stem}.json"]
+    row = ([tuned.source] if tuned.source is not None else []) + videos
+    stem = _unique(out, "side-by-side")
+    write_video(out / f"{stem}.mp4", side_by_side(row), fps)
+    record = {"columns": (["source"] if tuned.source is not None else []) + prompts, **_record(tuned, None, sample, fps)}
+    _write_json(out / f"{stem}.json", record)
+    written += [out / f"{stem}.mp4", out / f"{stem}.json"]
+    return written
+
+
+def _record(tuned: TunedModel, prompt: str | None, sample: SampleConfig, fps: float) -> dict:
+    params = asdict(replace(sample, prompts=[]))
+    params.pop("prompts")
+    vc = tuned.config.video
+    record = {"prompt": prompt} if prompt is not None else {}
+    record.update(
+        run_dir=str(tuned.run_dir), base_model=tuned.config.tune.base_model, source_prompt=vc.prompt,
+        num_frames=vc.num_frames, width=vc.width, height=vc.height, fps=fps, dtype=str(tuned.dtype).replace("torch.", ""),
+        tuneavideo_version=__version__, **params,
+    )
+    return record
+
+
+def _unique(folder: Path, stem: str) -> str:
+    candidate, n = stem, 2
+    while any((folder / f"{candidate}{ext}").exists() for ext in (".mp4", ".gif", ".json")):
+        candidate, n = f"{stem}-{n}", n + 1
+    return candidate
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,129 @@
+"""Text-to-video sampling with an inflated (and usually tuned) UNet. Sampling only: tuning lives in
+:mod:`tuneavideo.tuning`, inversion in :mod:`tuneavideo.inversion`.
+
+Layouts: pixel videos are ``(f, 3, h, w)`` frames in ``[0, 1]`` (batches ``(b, f, 3, h, w)``);
+latents are ``(b, c, f, h / 8, w / 8)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from .models import TuneAVideoUNet
+
+
+class TuneAVideoPipeline(DiffusionPipeline):
+    """DDIM sampling with classifier-free guidance, from given (inverted) or random latents."""
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        unet: TuneAVideoUNet,
+        scheduler: DDIMScheduler,
+    ):
+        super().__init__()
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+        self.vae_chunk = 8  # frames per VAE call: decoding 24 frames of 512x512 at once needs ~20 GB
+
+    @property
+    def latent_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
+        """CLIP text embeddings ``(n, 77, d)`` of SD's conditioning (last hidden state)."""
+        ids = self.tokenizer(
+            prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
+        return self.text_encoder(ids.to(self.text_encoder.device))[0]
+
+    @torch.no_grad()
+    def encode_video(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """VAE posterior of ``(f, 3, h, w)`` frames in [0, 1]: ``(mean, std)``, each ``(1, c, f, h/8, w/8)``,
+        already multiplied by the VAE's scaling factor."""
+        vae = self.vae
+        pixels = (frames * 2 - 1).to(device=vae.device, dtype=vae.dtype)
+        means, stds = [], []
+        for chunk in pixels.split(self.vae_chunk):
+            posterior = vae.encode(chunk).latent_dist
+            means.append(posterior.mean.float())
+            stds.append(posterior.std.float())
+        scale = vae.config.scaling_factor
+        mean = torch.cat(means).transpose(0, 1).unsqueeze(0) * scale  # (1, c, f, h, w)
+        std = torch.cat(stds).transpose(0, 1).unsqueeze(0) * scale
+        return mean, std
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """``(b, c, f, h, w)`` latents to ``(b, f, 3, H, W)`` frames in [0, 1]."""
+        vae = self.vae
+        batch, channels, frames, height, width = latents.shape
+        flat = latents.transpose(1, 2).reshape(batch * frames, channels, height, width) / vae.config.scaling_factor
+        images = [vae.decode(chunk.to(vae.dtype)).sample.float() for chunk in flat.split(self.vae_chunk)]
+        video = torch.cat(images).view(batch, frames, 3, height * self.latent_scale, width * self.latent_scale)
+        return ((video + 1) / 2).clamp(0, 1).cpu()
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        num_frames: int,
+        height: int = 512,
+        width: int = 512,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 12.5,
+        negative_prompt: str = "",
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        callback: Callable[[int, int], None] | None = None,
+        output_type: str = "video",
+    ) -> torch.Tensor:
+        """Sample videos for ``prompt``.
+
+        Args:
+            latents: initial noise ``(1 or b, c, f, h/8, w/8)``, e.g. from :func:`~tuneavideo.inversion.ddim_invert`;
+                random from ``generator`` when ``None``.
+            guidance_scale: classifier-free guidance; 1 disables it (one UNet call per step).
+            negative_prompt: the unconditional prompt ("" by default, as in the reference).
+            output_type: ``"video"`` for ``(b, f, 3, height, width)`` frames in [0, 1], ``"latent"`` for latents.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise ValueError("no prompt given; pass at least one prompt")
+        batch = len(prompts)
+        device = self.unet.device
+        dtype = self.unet.dtype
+        shape = (batch, self.unet.config.in_channels, num_frames, height // self.latent_scale, width // self.latent_scale)
+        if latents is None:
+            latents = torch.randn(shape, generator=generator, device=generator.device if generator else "cpu")
+        if latents.shape[1:] != shape[1:]:
+            raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape}; invert a video of that size")
+        latents = latents.to(device=device, dtype=torch.float32).expand(batch, -1, -1, -1, -1) * self.scheduler.init_noise_sigma
+
+        guided = guidance_scale != 1.0
+        context = self.encode_prompt(([negative_prompt] * batch if guided else []) + prompts).to(dtype)
+
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        for i, t in enumerate(timesteps):
+            model_input = torch.cat([latents, latents]) if guided else latents
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            output = self.unet(model_input.to(dtype), t, context).sample.float()
+            if guided:
+                uncond, cond = output.chunk(2)
+                output = uncond + guidance_scale * (cond - uncond)
+            latents = self.scheduler.step(output, t, latents, eta=eta, generator=generator).prev_sample
+            if callback is not None:
+                callback(i + 1, len(timesteps))
+        if output_type == "latent":
+            return latents
+        return self.decode_latents(latents)

@@ -1,0 +1,283 @@
+"""One-shot tuning (Tune-A-Video section 3.3) and the run folder it writes.
+
+A run folder holds everything an edit needs::
+
+    RUN_DIR/config.yaml          the full RunConfig
+    RUN_DIR/source.mp4           the sampled source frames at the tuned size
+    RUN_DIR/adapter.safetensors  the trained tensors only, with metadata
+    RUN_DIR/inversion.safetensors  DDIM-inverted latents of the source (empty prompt)
+    RUN_DIR/train.log            one JSON line per step: step, loss, seconds
+    RUN_DIR/checkpoints/step-N.pt  the latest training state, for --resume
+    RUN_DIR/samples/step-N/      validation videos, when asked for
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler
+
+from .adapter import atomic_save, load_adapter, save_adapter, set_trainable
+from .config import RunConfig
+from .inversion import ddim_invert
+from .loading import BaseModel
+from .models import TuneAVideoUNet
+from .pipeline import TuneAVideoPipeline
+from .video import read_video, write_video
+
+CONFIG, ADAPTER, INVERSION, SOURCE, LOG = "config.yaml", "adapter.safetensors", "inversion.safetensors", "source.mp4", "train.log"
+
+
+class RunError(ValueError):
+    """A run folder that cannot be used as asked."""
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_precision(mixed_precision: str, device: torch.device) -> torch.dtype:
+    """The dtype of frozen weights and autocast: fp32 for "no" and for "auto" on the CPU."""
+    if mixed_precision == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[mixed_precision]
+
+
+def build_video_unet(base: BaseModel) -> TuneAVideoUNet:
+    """Inflate the base's image UNet, or load the reference's already inflated ``unet/``."""
+    if base.unet is None:
+        return TuneAVideoUNet.from_reference(base.reference_unet_dir)
+    return TuneAVideoUNet.from_unet2d(base.unet)
+
+
+def build_pipeline(base: BaseModel, unet: TuneAVideoUNet) -> TuneAVideoPipeline:
+    scheduler = DDIMScheduler.from_config(base.scheduler_config)
+    return TuneAVideoPipeline(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=unet, scheduler=scheduler)
+
+
+def prepare_models(pipe: TuneAVideoPipeline, device: torch.device, dtype: torch.dtype, trainable: list[str]) -> None:
+    """Frozen weights in ``dtype`` on ``device``; trained tensors stay float32 (their master copies)."""
+    pipe.vae.to(device=device, dtype=dtype).requires_grad_(False)
+    pipe.text_encoder.to(device=device, dtype=dtype).requires_grad_(False)
+    wanted = set(trainable)
+    pipe.unet.to(device=device)
+    for name, param in pipe.unet.named_parameters():
+        param.data = param.data.to(torch.float32 if name in wanted else dtype)
+
+
+@dataclass
+class TuneResult:
+    run_dir: Path
+    losses: list[float]
+    trainable: list[str]
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted((run_dir / "checkpoints").glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    return found[-1] if found else None
+
+
+def tune(
+    base: BaseModel,
+    config: RunConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    stop_after: int | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TuneResult:
+    """Tune ``base`` on ``config.video`` and write the run folder (see the module docstring).
+
+    Every trainable tensor gets a gradient with gradient checkpointing on or off: diffusers'
+    checkpointing is non-reentrant, unlike the reference's, whose down blocks never train.
+    ``stop_after`` ends the loop early after that many steps (as an interruption would), after
+    writing a checkpoint; ``resume`` continues from the latest checkpoint to the same weights as an
+    uninterrupted run.
+    """
+    config.validate()
+    vc, tc = config.video, config.tune
+    run_dir = Path(run_dir)
+    if (run_dir / ADAPTER).exists() and not resume:
+        raise RunError(f"{run_dir} already holds a tuned model; pick another output folder or delete it")
+    if latest_checkpoint(run_dir) is not None and not resume:
+        raise RunError(f"{run_dir} holds an interrupted run; add --resume to continue it, or pick another output folder")
+    if not vc.prompt:
+        raise RunError("the source prompt is empty; describe the video, e.g. --prompt 'a man is skiing'")
+    frames = read_video(vc.path, num_frames=vc.num_frames, start=vc.start, stride=vc.stride, width=vc.width, height=vc.height, resize=vc.resize)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(run_dir / CONFIG)
+    if not (run_dir / SOURCE).exists():
+        write_video(run_dir / SOURCE, frames, fps=8)
+
+    device = resolve_device(device)
+    dtype = resolve_precision(tc.mixed_precision, device)
+    unet = build_video_unet(base)
+    trainable = set_trainable(unet, tc.trainable_modules)
+    pipe = build_pipeline(base, unet)
+    prepare_models(pipe, device, dtype, trainable)
+    if tc.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+
+    # Encoded once per run, not at every step as the reference does.
+    mean, std = pipe.encode_video(frames)
+    context = pipe.encode_prompt([vc.prompt]).to(dtype)
+    noise_scheduler = DDPMScheduler.from_config(base.scheduler_config)
+
+    params = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params, lr=tc.learning_rate, betas=(tc.adam_beta1, tc.adam_beta2), weight_decay=tc.adam_weight_decay,
+        eps=tc.adam_epsilon, fused=device.type == "cuda",
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    generator = torch.Generator(device).manual_seed(tc.seed)
+    start = 0
+    if resume:
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise RunError(f"--resume: {run_dir} has no checkpoint to resume from; run without --resume")
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        named = dict(unet.named_parameters())
+        with torch.no_grad():
+            for name, tensor in state["trainable"].items():
+                named[name].copy_(tensor)
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        generator.set_state(state["generator"].cpu())
+        start = state["step"]
+        log(f"resuming {run_dir} from step {start}")
+
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+    losses: list[float] = []
+    end = tc.steps if stop_after is None else min(tc.steps, start + stop_after)
+    bar = _progress(range(start, end), progress, desc="tuning", initial=start, total=tc.steps)
+    with open(run_dir / LOG, "a") as log_file:
+        for step in bar:
+            began = time.perf_counter()
+            loss = _train_step(unet, noise_scheduler, mean, std, context, generator, autocast, scaler, optimizer, params, tc.max_grad_norm)
+            losses.append(loss)
+            log_file.write(json.dumps({"step": step + 1, "loss": loss, "seconds": round(time.perf_counter() - began, 4)}) + "\n")
+            log_file.flush()
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{loss:.4f}")
+            done = step + 1
+            if done < tc.steps and ((tc.checkpoint_every and done % tc.checkpoint_every == 0) or done == end):
+                _save_checkpoint(run_dir, done, unet, trainable, optimizer, scaler, generator)
+            if tc.validation_every and done % tc.validation_every == 0 and config.sample.prompts:
+                _validate(pipe, config, mean, context, run_dir / "samples" / f"step-{done}", dtype)
+    if end < tc.steps:
+        return TuneResult(run_dir, losses, trainable)
+
+    unet.eval()
+    save_adapter(
+        unet, trainable, run_dir / ADAPTER, base_model=tc.base_model or base.source, prompt=vc.prompt,
+        num_frames=vc.num_frames, width=vc.width, height=vc.height, trainable_modules=list(tc.trainable_modules),
+    )
+    invert_run(pipe, config, mean, run_dir, dtype, progress=progress)
+    for stale in (run_dir / "checkpoints").glob("step-*.pt"):
+        stale.unlink()
+    return TuneResult(run_dir, losses, trainable)
+
+
+def _train_step(unet, noise_scheduler, mean, std, context, generator, autocast, scaler, optimizer, params, max_grad_norm) -> float:
+    """One step of the LDM objective: epsilon (or v) MSE at a uniform random timestep."""
+    device = mean.device
+    latents = mean + std * torch.randn(mean.shape, generator=generator, device=device)  # a posterior sample
+    noise = torch.randn(mean.shape, generator=generator, device=device)
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (1,), generator=generator, device=device)
+    noisy = noise_scheduler.add_noise(latents, noise, t)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, t)
+    else:
+        target = noise
+    with autocast:
+        prediction = unet(noisy.to(context.dtype), t, context).sample
+    loss = F.mse_loss(prediction.float(), target)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def _save_checkpoint(run_dir, step, unet, trainable, optimizer, scaler, generator) -> None:
+    folder = run_dir / "checkpoints"
+    folder.mkdir(exist_ok=True)
+    named = dict(unet.named_parameters())
+    state = {
+        "step": step,
+        "trainable": {name: named[name].detach().cpu() for name in trainable},
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "generator": generator.get_state(),
+    }
+    path = folder / f"step-{step}.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    for old in folder.glob("step-*.pt"):
+        if old != path:
+            old.unlink()
+
+
+def invert_run(pipe: TuneAVideoPipeline, config: RunConfig, mean: torch.Tensor, run_dir: Path, dtype: torch.dtype, progress: bool = True) -> torch.Tensor:
+    """DDIM-invert the source latents with the empty prompt and save them in the run folder.
+
+    Inverts the posterior mean (the reference inverts one posterior sample; the difference is at
+    the VAE's noise level, and the mean makes the result deterministic).
+    """
+    steps = config.sample.num_inversion_steps
+    bar = _progress(None, progress, desc="inverting", total=steps)
+    empty = pipe.encode_prompt([""]).to(dtype)
+    latents = ddim_invert(pipe.unet, pipe.scheduler, mean, empty, steps, callback=lambda i, n: bar.update(1) if bar else None)
+    if bar:
+        bar.close()
+    atomic_save({"latents": latents}, run_dir / INVERSION, {"num_inversion_steps": str(steps), "prompt": ""})
+    return latents
+
+
+@torch.no_grad()
+def _validate(pipe, config, mean, context, folder: Path, dtype) -> None:
+    was_training = pipe.unet.training
+    pipe.unet.eval()
+    sc = config.sample
+    empty = pipe.encode_prompt([""]).to(dtype)
+    latents = ddim_invert(pipe.unet, pipe.scheduler, mean, empty, sc.num_inversion_steps) if sc.use_inversion else None
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator(pipe.unet.device).manual_seed(sc.seed)
+    for index, prompt in enumerate(sc.prompts):
+        video = pipe(prompt, config.video.num_frames, config.video.height, config.video.width, sc.num_inference_steps,
+                     sc.guidance_scale, sc.negative_prompt, sc.eta, generator, latents)[0]
+        write_video(folder / f"{index:02d}-{slug(prompt)}.gif", video, fps=8)
+    pipe.unet.train(was_training)
+
+
+def slug(text: str, limit: int = 48) -> str:
+    """A file-name-safe short form of a prompt."""
+    kept = "".join(c if c.isalnum() else "-" for c in text.lower())
+    return "-".join(part for part in kept.split("-") if part)[:limit] or "prompt"
+
+
+def _progress(iterable, enabled: bool, **kwargs):
+    if not enabled:
+        return iterable if iterable is not None else None
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, **kwargs)

@@ -1,0 +1,56 @@
+"""Tiny real Stable Diffusion components (diffusers/transformers classes, random weights after a seed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+TOKENIZER = Path(__file__).resolve().parents[1] / "src" / "tuneavideo" / "configs" / "sd15" / "tokenizer"
+SD_SCHEDULER = dict(
+    beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+    clip_sample=False, set_alpha_to_one=False, steps_offset=1, skip_prk_steps=True,
+)
+
+
+def tiny_unet(seed: int = 0, cross_attention_dim: int = 32) -> UNet2DConditionModel:
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=8,
+    ).eval()
+
+
+def tiny_vae(seed: int = 0) -> AutoencoderKL:
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+        norm_num_groups=4, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=32,
+    ).eval()
+
+
+def tiny_text_encoder(seed: int = 0) -> CLIPTextModel:
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=77, projection_dim=32, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+    )
+    return CLIPTextModel(config).eval()
+
+
+def tiny_tokenizer() -> CLIPTokenizer:
+    return CLIPTokenizer.from_pretrained(TOKENIZER)
+
+
+def save_tiny_sd(folder: Path, seed: int = 0) -> Path:
+    """A whole tiny SD pipeline in the diffusers folder layout (model_index.json, unet/, vae/ ...)."""
+    pipe = StableDiffusionPipeline(
+        vae=tiny_vae(seed), text_encoder=tiny_text_encoder(seed), tokenizer=tiny_tokenizer(), unet=tiny_unet(seed),
+        scheduler=PNDMScheduler(**SD_SCHEDULER), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder)
+    return folder
