@@ -15,12 +15,12 @@ SD_SCHEDULER = dict(
 )
 
 
-def tiny_unet(seed: int = 0, cross_attention_dim: int = 32) -> UNet2DConditionModel:
+def tiny_unet(seed: int = 0, block_out_channels: tuple[int, int] = (32, 64)) -> UNet2DConditionModel:
     torch.manual_seed(seed)
     return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=block_out_channels,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=8,
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
     ).eval()
 
 
@@ -46,10 +46,10 @@ def tiny_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer.from_pretrained(TOKENIZER)
 
 
-def save_tiny_sd(folder: Path, seed: int = 0) -> Path:
+def save_tiny_sd(folder: Path, seed: int = 0, block_out_channels: tuple[int, int] = (32, 64)) -> Path:
     """A whole tiny SD pipeline in the diffusers folder layout (model_index.json, unet/, vae/ ...)."""
     pipe = StableDiffusionPipeline(
-        vae=tiny_vae(seed), text_encoder=tiny_text_encoder(seed), tokenizer=tiny_tokenizer(), unet=tiny_unet(seed),
+        vae=tiny_vae(seed), text_encoder=tiny_text_encoder(seed), tokenizer=tiny_tokenizer(), unet=tiny_unet(seed, block_out_channels),
         scheduler=PNDMScheduler(**SD_SCHEDULER), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.save_pretrained(folder)
