@@ -1,5 +1,6 @@
 """DDIM inversion against a hand-written implementation of the formula, and an invert-then-sample round trip."""
 
+import pytest
 import torch
 from diffusers import DDIMScheduler
 from tiny import SD_SCHEDULER, tiny_unet
@@ -8,7 +9,12 @@ from tuneavideo.inversion import ddim_invert
 from tuneavideo.models import TuneAVideoUNet
 from tuneavideo.pipeline import TuneAVideoPipeline
 
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def no_grad():
+    with torch.no_grad():
+        yield
 
 
 def sd_alphas_cumprod() -> torch.Tensor:

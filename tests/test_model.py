@@ -5,13 +5,17 @@ import math
 
 import pytest
 import torch
-from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
-from tiny import tiny_unet
+from tiny import reference_config, tiny_unet
 
 from tuneavideo.models import FrameGroupNorm, SparseCausalAttnProcessor, TuneAVideoUNet, VideoTransformerBlock, WeightLoadError
 
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def no_grad():
+    with torch.no_grad():
+        yield
 
 
 def naive_attention(query_in, key_in, attn: Attention) -> torch.Tensor:
@@ -144,24 +148,6 @@ def test_sd15_architecture_counts(sd15_unet_config):
     # REFERENCE.md section 2: SD-1.x inflated 909.1 M parameters, 49.6 M of them new.
     assert round(total / 1e6, 1) == 909.1
     assert round(new / 1e6, 1) == 49.6
-
-
-def reference_config(unet: UNet2DConditionModel) -> dict:
-    """A config.json as the reference's training script writes it (diffusers 0.11, 3-D block names)."""
-    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
-    keep = ("act_fn", "attention_head_dim", "block_out_channels", "center_input_sample", "cross_attention_dim",
-            "downsample_padding", "dual_cross_attention", "flip_sin_to_cos", "freq_shift", "in_channels",
-            "layers_per_block", "mid_block_scale_factor", "norm_eps", "norm_num_groups", "num_class_embeds",
-            "only_cross_attention", "out_channels", "resnet_time_scale_shift", "sample_size", "upcast_attention",
-            "use_linear_projection")
-    out = {k: config[k] for k in keep if k in config}
-    out.update(
-        _class_name="UNet3DConditionModel", _diffusers_version="0.11.1",
-        down_block_types=[b.replace("2D", "3D") for b in config["down_block_types"]],
-        up_block_types=[b.replace("2D", "3D") for b in config["up_block_types"]],
-        mid_block_type="UNetMidBlock3DCrossAttn",
-    )
-    return out
 
 
 def test_reference_unet_folder_loads(tmp_path):

@@ -50,7 +50,25 @@ def save_tiny_sd(folder: Path, seed: int = 0, block_out_channels: tuple[int, int
     """A whole tiny SD pipeline in the diffusers folder layout (model_index.json, unet/, vae/ ...)."""
     pipe = StableDiffusionPipeline(
         vae=tiny_vae(seed), text_encoder=tiny_text_encoder(seed), tokenizer=tiny_tokenizer(), unet=tiny_unet(seed, block_out_channels),
-        scheduler=PNDMScheduler(**SD_SCHEDULER), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        scheduler=PNDMScheduler.from_config(SD_SCHEDULER), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.save_pretrained(folder)
     return folder
+
+
+def reference_config(unet: UNet2DConditionModel) -> dict:
+    """A config.json as the reference's training script writes it (diffusers 0.11, 3-D block names)."""
+    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+    keep = ("act_fn", "attention_head_dim", "block_out_channels", "center_input_sample", "cross_attention_dim",
+            "downsample_padding", "dual_cross_attention", "flip_sin_to_cos", "freq_shift", "in_channels",
+            "layers_per_block", "mid_block_scale_factor", "norm_eps", "norm_num_groups", "num_class_embeds",
+            "only_cross_attention", "out_channels", "resnet_time_scale_shift", "sample_size", "upcast_attention",
+            "use_linear_projection")
+    out = {k: config[k] for k in keep if k in config}
+    out.update(
+        _class_name="UNet3DConditionModel", _diffusers_version="0.11.1",
+        down_block_types=[b.replace("2D", "3D") for b in config["down_block_types"]],
+        up_block_types=[b.replace("2D", "3D") for b in config["up_block_types"]],
+        mid_block_type="UNetMidBlock3DCrossAttn",
+    )
+    return out

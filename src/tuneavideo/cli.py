@@ -89,7 +89,6 @@ SAMPLE_FIELDS = ("num_inference_steps", "guidance_scale", "negative_prompt", "et
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from .loading import load_base
     from .tuning import tune
 
     config = RunConfig.load(args.config) if args.config else RunConfig()
@@ -115,8 +114,7 @@ def _tune(args: argparse.Namespace) -> int:
         saved = Path(output) / "config.yaml"
         if saved.is_file():
             config = RunConfig.load(saved)
-    base = load_base(config.tune.base_model)
-    result = tune(base, config, output, resume=args.resume, device=args.device)
+    result = tune(config.tune.base_model, config, output, resume=args.resume, device=args.device)
     print(f"tuned {len(result.trainable)} tensors in {len(result.losses)} steps; run folder: {result.run_dir}")
     return 0
 

@@ -28,7 +28,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from .adapter import atomic_save, load_adapter, save_adapter, set_trainable
 from .config import RunConfig
 from .inversion import ddim_invert
-from .loading import BaseModel
+from .loading import BaseModel, load_base
 from .models import TuneAVideoUNet
 from .pipeline import TuneAVideoPipeline
 from .video import read_video, write_video
@@ -46,8 +46,11 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_precision(mixed_precision: str, device: torch.device) -> torch.dtype:
+def resolve_precision(mixed_precision: str, device: torch.device, log: Callable[[str], None] = print) -> torch.dtype:
     """The dtype of frozen weights and autocast: fp32 for "no" and for "auto" on the CPU."""
+    if mixed_precision == "fp16" and device.type == "cpu":
+        log("note: fp16 mixed precision needs a GPU; running in fp32 on the CPU")
+        return torch.float32
     if mixed_precision == "auto":
         if device.type != "cuda":
             return torch.float32
@@ -90,7 +93,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def tune(
-    base: BaseModel,
+    base: BaseModel | str,
     config: RunConfig,
     run_dir: str | Path,
     *,
@@ -100,7 +103,8 @@ def tune(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> TuneResult:
-    """Tune ``base`` on ``config.video`` and write the run folder (see the module docstring).
+    """Tune ``base`` (a loaded base model, or where to load one from) on ``config.video`` and write
+    the run folder (see the module docstring).
 
     Every trainable tensor gets a gradient with gradient checkpointing on or off: diffusers'
     checkpointing is non-reentrant, unlike the reference's, whose down blocks never train.
@@ -118,6 +122,8 @@ def tune(
     if not vc.prompt:
         raise RunError("the source prompt is empty; describe the video, e.g. --prompt 'a man is skiing'")
     frames = read_video(vc.path, num_frames=vc.num_frames, start=vc.start, stride=vc.stride, width=vc.width, height=vc.height, resize=vc.resize)
+    if isinstance(base, str):  # after the cheap checks of the video: a bad path fails before a model loads
+        base = load_base(base)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / CONFIG)
@@ -125,7 +131,7 @@ def tune(
         write_video(run_dir / SOURCE, frames, fps=8)
 
     device = resolve_device(device)
-    dtype = resolve_precision(tc.mixed_precision, device)
+    dtype = resolve_precision(tc.mixed_precision, device, log)
     unet = build_video_unet(base)
     trainable = set_trainable(unet, tc.trainable_modules)
     pipe = build_pipeline(base, unet)
@@ -162,14 +168,15 @@ def tune(
         start = state["step"]
         log(f"resuming {run_dir} from step {start}")
 
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+    autocast = _autocast(device, dtype)
     losses: list[float] = []
     end = tc.steps if stop_after is None else min(tc.steps, start + stop_after)
     bar = _progress(range(start, end), progress, desc="tuning", initial=start, total=tc.steps)
     with open(run_dir / LOG, "a") as log_file:
         for step in bar:
             began = time.perf_counter()
-            loss = _train_step(unet, noise_scheduler, mean, std, context, generator, autocast, scaler, optimizer, params, tc.max_grad_norm)
+            with torch.enable_grad():
+                loss = _train_step(unet, noise_scheduler, mean, std, context, generator, autocast, scaler, optimizer, params, tc.max_grad_norm)
             losses.append(loss)
             log_file.write(json.dumps({"step": step + 1, "loss": loss, "seconds": round(time.perf_counter() - began, 4)}) + "\n")
             log_file.flush()
@@ -179,7 +186,8 @@ def tune(
             if done < tc.steps and ((tc.checkpoint_every and done % tc.checkpoint_every == 0) or done == end):
                 _save_checkpoint(run_dir, done, unet, trainable, optimizer, scaler, generator)
             if tc.validation_every and done % tc.validation_every == 0 and config.sample.prompts:
-                _validate(pipe, config, mean, context, run_dir / "samples" / f"step-{done}", dtype)
+                with _autocast(device, dtype):
+                    _validate(pipe, config, mean, context, run_dir / "samples" / f"step-{done}", dtype)
     if end < tc.steps:
         return TuneResult(run_dir, losses, trainable)
 
@@ -188,10 +196,15 @@ def tune(
         unet, trainable, run_dir / ADAPTER, base_model=tc.base_model or base.source, prompt=vc.prompt,
         num_frames=vc.num_frames, width=vc.width, height=vc.height, trainable_modules=list(tc.trainable_modules),
     )
-    invert_run(pipe, config, mean, run_dir, dtype, progress=progress)
+    with _autocast(device, dtype):  # frozen weights in dtype, tuned ones in float32
+        invert_run(pipe, config, mean, run_dir, dtype, progress=progress)
     for stale in (run_dir / "checkpoints").glob("step-*.pt"):
         stale.unlink()
     return TuneResult(run_dir, losses, trainable)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
 
 
 def _train_step(unet, noise_scheduler, mean, std, context, generator, autocast, scaler, optimizer, params, max_grad_norm) -> float:

@@ -1,0 +1,392 @@
+"""Tests of the toy world: the renderer (determinism, geometry, paths, captions) and the
+detector (exact on renders, robust on perturbed renders, consistent with tracks)."""
+
+from __future__ import annotations
+
+import ast
+import io
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tuneavideo.toyworld import detect, render
+from tuneavideo.toyworld import (
+    BACKGROUNDS,
+    CAPTION_TEMPLATES,
+    COLOURS,
+    MARGIN,
+    MAX_FRAMES,
+    MIN_FRAMES,
+    PATHS,
+    SHAPES,
+    SIZES,
+    Clip,
+    Scene,
+    all_caption_words,
+    caption,
+    centre_range,
+    clip_caption,
+    clip_positions,
+    detect_frame,
+    detect_video,
+    object_track,
+    random_clip,
+    random_scene,
+    render_background,
+    render_clip,
+    render_scene,
+    scene_at,
+    scene_centre_px,
+)
+
+ATTRIBUTES = ("shape", "colour", "size", "background")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of an (H, W, 3) float image, reflected edges."""
+    radius = int(math.ceil(3 * sigma))
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    kernel /= kernel.sum()
+    out = image.astype(np.float64)
+    for axis in (0, 1):
+        pad = [(0, 0)] * 3
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode="reflect")
+        length = out.shape[axis]
+        out = sum(
+            k * np.take(padded, np.arange(i, i + length), axis=axis) for i, k in enumerate(kernel)
+        )
+    return out
+
+
+def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    """JPEG round trip (with the usual 4:2:0 chroma subsampling)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+
+def perturb(image: np.ndarray, rng: np.random.Generator, kinds: tuple[str, ...]) -> np.ndarray:
+    """Imitate an imperfect model sample: blur (sigma 1 px), colour cast (gain +-10%,
+    offset +-12 per channel), Gaussian noise (sigma 10/255), JPEG quality 60."""
+    out = image.astype(np.float64)
+    if "blur" in kinds:
+        out = gaussian_blur(out, 1.0)
+    if "cast" in kinds:
+        out = out * rng.uniform(0.9, 1.1, 3) + rng.uniform(-12, 12, 3)
+    if "noise" in kinds:
+        out = out + rng.normal(0.0, 10.0, out.shape)
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    if "jpeg" in kinds:
+        out = jpeg(out, 60)
+    return out
+
+
+def score(scenes, frames, size: int = 64):
+    """Per-attribute accuracy and centroid errors (px) of the detector on frames."""
+    correct = dict.fromkeys(ATTRIBUTES, 0)
+    errors = []
+    for scene, frame in zip(scenes, frames):
+        found = detect_frame(frame)
+        for name in ATTRIBUTES:
+            correct[name] += getattr(found, name) == getattr(scene, name)
+        if found.centroid is None:
+            errors.append(math.inf)
+        else:
+            errors.append(math.dist(found.centroid, scene_centre_px(scene, size)))
+    accuracy = {name: count / len(scenes) for name, count in correct.items()}
+    return accuracy, np.asarray(errors)
+
+
+def border_band(size: int) -> np.ndarray:
+    """Mask of the frame's outer MARGIN band (minus a pixel of antialiasing)."""
+    width = int(math.floor(MARGIN * size)) - 1
+    band = np.zeros((size, size), dtype=bool)
+    if width > 0:
+        band[:width] = band[-width:] = True
+        band[:, :width] = band[:, -width:] = True
+    return band
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+def test_vocabulary_sizes_and_separation():
+    assert len(SHAPES) >= 4 and len(COLOURS) == 6 and len(SIZES) == 2 and len(BACKGROUNDS) >= 5
+    assert {"right", "left", "up", "down", "diagonal", "bouncing", "circling"} <= set(PATHS)
+    palette = np.asarray(list(COLOURS.values()), dtype=float)
+    gaps = np.linalg.norm(palette[:, None] - palette[None], axis=2)
+    assert gaps[~np.eye(len(palette), dtype=bool)].min() >= 80
+    for name in BACKGROUNDS:
+        texture = render_background(name, 64).reshape(-1, 3)
+        for rgb in COLOURS.values():
+            # every object colour stands out from every pixel of every background
+            assert np.linalg.norm(texture - np.asarray(rgb), axis=1).min() >= 100, (name, rgb)
+
+
+def test_all_combinations_render():
+    for shape, colour, size, background in itertools.product(SHAPES, COLOURS, SIZES, BACKGROUNDS):
+        image = render_scene(Scene(shape, colour, size, background))
+        assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def test_render_size_and_float_output():
+    scene = random_scene(3)
+    assert render_scene(scene, size=96).shape == (96, 96, 3)
+    as_uint8 = render_scene(scene)
+    as_float = render_scene(scene, as_float=True)
+    assert as_float.dtype == np.float32 and 0.0 <= as_float.min() and as_float.max() <= 1.0
+    np.testing.assert_allclose(as_float * 255.0, as_uint8, atol=1e-3)
+
+
+def test_scenes_are_deterministic_from_seed():
+    assert random_scene(7) == random_scene(7)
+    np.testing.assert_array_equal(render_scene(random_scene(7)), render_scene(random_scene(7)))
+    images = [render_scene(random_scene(seed)).tobytes() for seed in range(30)]
+    assert len(set(images)) == len(images)
+    # a Generator gives the same stream as its seed
+    rng_a, rng_b = np.random.default_rng(11), np.random.default_rng(11)
+    assert [random_scene(rng_a) for _ in range(5)] == [random_scene(rng_b) for _ in range(5)]
+
+
+def test_random_scenes_cover_the_vocabulary():
+    scenes = [random_scene(seed) for seed in range(400)]
+    for name, table in (("shape", SHAPES), ("colour", COLOURS), ("size", SIZES), ("background", BACKGROUNDS)):
+        assert {getattr(s, name) for s in scenes} == set(table)
+
+
+def test_objects_stay_inside_the_frame():
+    for seed in range(150):
+        scene = random_scene(seed)
+        for size in (64, 128):
+            image = render_scene(scene, size).astype(int)
+            background = np.rint(render_background(scene.background, size)).astype(int)
+            touched = np.any(image != background, axis=2)
+            assert touched.any()
+            assert not touched[border_band(size)].any(), scene
+    with pytest.raises(ValueError):
+        Scene("circle", "red", "large", "blue sky", x=0.05, y=0.5)
+    with pytest.raises(ValueError):
+        Scene("hexagon", "red", "large", "blue sky")
+
+
+def test_pinned_attributes():
+    scene = random_scene(5, background="white snow", shape="triangle")
+    assert scene.background == "white snow" and scene.shape == "triangle"
+    clip = random_clip(5, path="circling", colour="blue")
+    assert clip.path == "circling" and clip.colour == "blue"
+
+
+# --------------------------------------------------------------------------- clips
+
+
+def test_clip_frame_counts_and_determinism():
+    counts = {random_clip(seed).num_frames for seed in range(200)}
+    assert min(counts) >= MIN_FRAMES == 8 and max(counts) <= MAX_FRAMES == 24 and len(counts) > 10
+    for frames in (MIN_FRAMES, 16, MAX_FRAMES):
+        clip = random_clip(frames, num_frames=frames)
+        video = render_clip(clip)
+        assert video.shape == (frames, 64, 64, 3) and video.dtype == np.uint8
+        assert object_track(clip).shape == (frames, 2)
+    assert random_clip(3) == random_clip(3)
+    np.testing.assert_array_equal(render_clip(random_clip(3)), render_clip(random_clip(3)))
+    assert not np.array_equal(render_clip(random_clip(3, num_frames=8)), render_clip(random_clip(4, num_frames=8)))
+
+
+def test_clip_frames_are_the_scenes_on_the_track():
+    clip = random_clip(21)
+    video = render_clip(clip)
+    track = object_track(clip)
+    for index in (0, clip.num_frames // 2, clip.num_frames - 1):
+        scene = scene_at(clip, index)
+        np.testing.assert_array_equal(video[index], render_scene(scene))
+        np.testing.assert_allclose(track[index], scene_centre_px(scene))
+    np.testing.assert_allclose(object_track(clip, size=128), clip_positions(clip) * 128 - 0.5)
+
+
+def test_clip_objects_stay_inside_the_frame():
+    for seed in range(40):
+        clip = random_clip(seed)
+        background = np.rint(render_background(clip.background, 64)).astype(int)
+        touched = np.any(render_clip(clip).astype(int) != background, axis=3)
+        assert touched.reshape(clip.num_frames, -1).any(axis=1).all()
+        assert not touched[:, border_band(64)].any(), clip
+
+
+@pytest.mark.parametrize("shape,size", [("circle", "small"), ("triangle", "large"), ("cross", "large")])
+def test_tracks_follow_their_paths(shape, size):
+    def track(path, **params):
+        return clip_positions(Clip(shape, "red", size, "green grass", path, num_frames=12, **params))
+
+    (x_lo, x_hi), (y_lo, y_hi) = centre_range(shape, size)
+    right, left = track("right", lane=0.3), track("left", lane=0.3)
+    assert np.all(np.diff(right[:, 0]) > 0) and np.ptp(right[:, 1]) == 0
+    assert np.all(np.diff(left[:, 0]) < 0) and np.ptp(left[:, 1]) == 0
+    np.testing.assert_allclose([right[0, 0], right[-1, 0]], [x_lo, x_hi])
+    down, up = track("down", lane=0.8), track("up", lane=0.8)
+    assert np.all(np.diff(down[:, 1]) > 0) and np.ptp(down[:, 0]) == 0
+    assert np.all(np.diff(up[:, 1]) < 0) and np.ptp(up[:, 0]) == 0
+    partial = track("right", travel=0.5, phase=1.0)
+    np.testing.assert_allclose(partial[[0, -1], 0], [x_lo + 0.5 * (x_hi - x_lo), x_hi])
+
+    down_right, up_right = track("diagonal", lane=0.2), track("diagonal", lane=0.9)
+    assert np.all(np.diff(down_right, axis=0) > 0)
+    assert np.all(np.diff(up_right[:, 0]) > 0) and np.all(np.diff(up_right[:, 1]) < 0)
+
+    bounce = track("bouncing", lane=0.5, travel=1.0)
+    assert np.ptp(bounce[:, 0]) == 0
+    assert bounce[:, 1].max() <= y_hi + 1e-12 and bounce[:, 1].min() >= y_lo - 1e-12
+    assert np.ptp(bounce[:, 1]) > 0.7 * (y_hi - y_lo)
+    np.testing.assert_allclose(bounce[0, 1], y_hi)  # phase 0 starts on the ground
+
+    circle = track("circling", travel=1.0, phase=0.25)
+    centre = np.array([(x_lo + x_hi) / 2, (y_lo + y_hi) / 2])
+    radii = np.linalg.norm(circle - centre, axis=1)
+    np.testing.assert_allclose(radii, 0.5 * min(x_hi - x_lo, y_hi - y_lo))
+    angles = np.unwrap(np.arctan2(*(circle - centre).T[::-1]))
+    np.testing.assert_allclose(np.diff(angles), 2 * math.pi / 12)
+
+
+def test_clip_validation():
+    with pytest.raises(ValueError):
+        Clip("circle", "red", "small", "blue sky", "zigzag")
+    with pytest.raises(ValueError):
+        Clip("circle", "red", "small", "blue sky", "right", num_frames=0)
+    with pytest.raises(ValueError):
+        Clip("circle", "red", "small", "blue sky", "right", lane=1.5)
+
+
+# --------------------------------------------------------------------------- captions
+
+
+def test_captions():
+    scene = Scene("circle", "red", "small", "green grass")
+    captions = [caption(scene, i) for i in range(len(CAPTION_TEMPLATES))]
+    assert captions[0] == "a red circle on green grass"
+    assert "a small red circle on green grass" in captions
+    assert "green grass with a small red circle" in captions
+    assert len(set(captions)) == len(captions)
+    assert caption(scene, len(CAPTION_TEMPLATES)) == captions[0]
+    assert any("small" in text for text in captions) and not all("small" in text for text in captions)
+
+    clip = Clip("circle", "red", "small", "green grass", "right")
+    assert clip_caption(clip) == "a red circle moving right on green grass"
+    circling = Clip("cross", "blue", "large", "blue sky", "circling")
+    assert clip_caption(circling, 1) == "a large blue cross circling on blue sky"
+
+    words = all_caption_words()
+    for seed in range(100):
+        scene, clip = random_scene(seed), random_clip(seed)
+        for index in range(6):
+            assert set(caption(scene, index).split()) <= words
+            assert set(clip_caption(clip, index).split()) <= words
+    assert {"a", "on", "with", "small", "large", "moving", "right"} <= words
+    assert all(" " not in word for word in words)
+
+
+# --------------------------------------------------------------------------- detector
+
+
+def test_detector_is_exact_on_renders():
+    scenes = [random_scene(10_000 + seed) for seed in range(400)]
+    accuracy, errors = score(scenes, [render_scene(s) for s in scenes])
+    assert all(value >= 0.99 for value in accuracy.values()), accuracy
+    assert errors.max() < 1.0, errors.max()
+
+
+def test_detector_at_other_resolutions():
+    for size in (48, 128):
+        scenes = [random_scene(20_000 + seed) for seed in range(60)]
+        accuracy, errors = score(scenes, [render_scene(s, size) for s in scenes], size)
+        assert all(value >= 0.99 for value in accuracy.values()), (size, accuracy)
+        assert errors.max() < 1.0, (size, errors.max())
+
+
+@pytest.mark.parametrize(
+    "kinds,count",
+    [
+        (("blur",), 120),
+        (("noise",), 120),
+        (("jpeg",), 120),
+        (("blur", "cast", "noise", "jpeg"), 300),
+    ],
+)
+def test_detector_is_robust_to_perturbations(kinds, count):
+    rng = np.random.default_rng(len(kinds) * 1000 + count)
+    scenes = [random_scene(rng) for _ in range(count)]
+    frames = [perturb(render_scene(s), rng, kinds) for s in scenes]
+    accuracy, errors = score(scenes, frames)
+    assert all(value >= 0.95 for value in accuracy.values()), (kinds, accuracy)
+    assert np.median(errors) < 0.5 and np.mean(errors < 1.0) >= 0.95, (kinds, errors.max())
+
+
+def test_detector_follows_clip_tracks():
+    for seed in range(12):
+        clip = random_clip(30_000 + seed, num_frames=10)
+        detections = detect_video(render_clip(clip))
+        assert len(detections) == clip.num_frames
+        for found, truth in zip(detections, object_track(clip)):
+            assert (found.shape, found.colour, found.size, found.background) == (
+                clip.shape, clip.colour, clip.size, clip.background,
+            )
+            assert math.dist(found.centroid, truth) < 1.0, (clip, found.centroid, truth)
+            assert found.mask[int(round(truth[1])), int(round(truth[0]))]
+
+
+def test_detector_accepts_float_frames():
+    scene = random_scene(99)
+    from_uint8 = detect_frame(render_scene(scene))
+    from_float = detect_frame(render_scene(scene, as_float=True))
+    assert from_uint8.attributes() == from_float.attributes() == {
+        "shape": scene.shape, "colour": scene.colour, "size": scene.size, "background": scene.background,
+    }
+    np.testing.assert_allclose(from_uint8.centroid, from_float.centroid, atol=1e-6)
+    np.testing.assert_array_equal(from_uint8.mask, from_float.mask)
+
+
+def test_detector_reports_nothing_on_empty_frames():
+    for name in BACKGROUNDS:
+        found = detect_frame(np.rint(render_background(name, 64)).astype(np.uint8))
+        assert not found.found and found.background == name
+        assert found.shape is found.colour is found.size is found.centroid is None
+        assert found.mask.shape == (64, 64) and not found.mask.any()
+    for frame in (np.zeros((32, 32, 3), np.uint8), np.full((64, 64, 3), 0.5, np.float32)):
+        assert detect_frame(frame).shape is None
+    noisy = np.clip(
+        render_background("grey road", 64) + np.random.default_rng(0).normal(0, 10, (64, 64, 3)), 0, 255
+    ).astype(np.uint8)
+    assert not detect_frame(noisy).found
+    with pytest.raises(ValueError):
+        detect_frame(np.zeros((64, 64), np.uint8))
+
+
+def test_detector_geometry_table_matches_renders():
+    for shape, size in itertools.product(SHAPES, SIZES):
+        found = detect_frame(render_scene(Scene(shape, "blue", size, "white snow"), size=128))
+        assert found.features["radius"] == pytest.approx(SIZES[size], rel=0.03), (shape, size)
+
+
+def test_detector_uses_only_vocabulary_tables_of_the_renderer():
+    tree = ast.parse(Path(detect.__file__).read_text())
+    imported = [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and "render" in node.module
+        for alias in node.names
+    ]
+    assert imported and all(name.isupper() for name in imported), imported
+    assert not any(
+        isinstance(node, ast.Import) and any("render" in alias.name for alias in node.names)
+        for node in ast.walk(tree)
+    )
+    assert render.SHAPES == SHAPES

@@ -1,0 +1,144 @@
+"""Tuning: the trainable set, gradients with and without checkpointing, frozen weights, resume, adapters."""
+
+import pytest
+import torch
+from diffusers import DDPMScheduler
+from safetensors.torch import load_file
+from tiny import SD_SCHEDULER, tiny_text_encoder, tiny_tokenizer, tiny_unet, tiny_vae
+
+from tuneavideo.adapter import AdapterError, load_adapter, set_trainable, trainable_names
+from tuneavideo.config import DEFAULT_TRAINABLE, RunConfig
+from tuneavideo.loading import BaseModel
+from tuneavideo.models import TuneAVideoUNet
+from tuneavideo.tuning import ADAPTER, INVERSION, RunError, tune
+from tuneavideo.video import write_video
+
+
+def tiny_base(seed=0) -> BaseModel:
+    return BaseModel(
+        vae=tiny_vae(seed), text_encoder=tiny_text_encoder(seed), tokenizer=tiny_tokenizer(), unet=tiny_unet(seed),
+        scheduler_config=dict(SD_SCHEDULER, _class_name="PNDMScheduler"), source="tiny",
+    )
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """A synthetic 6-frame clip: a bright square moving right."""
+    frames = torch.zeros(6, 3, 32, 32)
+    for i in range(6):
+        frames[i, :, 10:18, 2 + 4 * i:10 + 4 * i] = 1.0
+    path = tmp_path_factory.mktemp("clip") / "square.mp4"
+    write_video(path, frames, fps=8)
+    return path
+
+
+def run_config(clip, steps=3, **tune) -> RunConfig:
+    config = RunConfig()
+    config.video.path, config.video.prompt = str(clip), "a white square moving right"
+    config.video.num_frames, config.video.width, config.video.height = 4, 32, 32
+    config.tune.steps, config.tune.gradient_checkpointing, config.tune.checkpoint_every = steps, False, 0
+    config.sample.num_inversion_steps = 5
+    for key, value in tune.items():
+        setattr(config.tune, key, value)
+    return config
+
+
+def test_trainable_set_is_the_declared_patterns():
+    video = TuneAVideoUNet.from_unet2d(tiny_unet())
+    names = set_trainable(video, DEFAULT_TRAINABLE)
+    expected = {
+        n for n, _ in video.named_parameters()
+        if ".attn1.to_q." in n or ".attn2.to_q." in n or ".attn_temp." in n
+    }
+    assert set(names) == expected
+    assert {n for n, p in video.named_parameters() if p.requires_grad} == expected
+    # Four transformer blocks (1 down, 1 mid, 2 up), each: attn1.to_q and attn2.to_q weights, attn_temp
+    # to_q, to_k, to_v weights and to_out weight and bias.
+    assert len(names) == 4 * (1 + 1 + 5)
+    assert trainable_names(video, ("attn_temp",)) == sorted(n for n in expected if "attn_temp" in n)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_every_trainable_tensor_gets_a_gradient(checkpointing):
+    video = TuneAVideoUNet.from_unet2d(tiny_unet())
+    names = set_trainable(video, DEFAULT_TRAINABLE)
+    if checkpointing:
+        video.enable_gradient_checkpointing()
+    video.train()
+    params = dict(video.named_parameters())
+    optimizer = torch.optim.AdamW([params[n] for n in names], lr=1e-3)
+    scheduler = DDPMScheduler.from_config(SD_SCHEDULER)
+    torch.manual_seed(0)
+    latents, context = torch.randn(1, 4, 3, 8, 8), torch.randn(1, 7, 32)
+    for step in range(2):  # attn_temp q/k/v get exactly zero at step 1: to_out starts at zero
+        noise = torch.randn_like(latents)
+        t = torch.tensor([500])
+        loss = torch.nn.functional.mse_loss(video(scheduler.add_noise(latents, noise, t), t, context).sample, noise)
+        loss.backward()
+        if step == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    no_grad = [n for n in names if params[n].grad is None or params[n].grad.abs().max() == 0]
+    assert not no_grad, f"{len(no_grad)} of {len(names)} trainable tensors got no gradient: {no_grad[:3]}"
+    frozen_with_grad = [n for n, p in params.items() if n not in names and p.grad is not None]
+    assert not frozen_with_grad
+
+
+def test_tuning_trains_only_the_trainable_tensors(clip, tmp_path):
+    base = tiny_base()
+    before = {k: v.clone() for k, v in base.unet.state_dict().items()}
+    vae_before = {k: v.clone() for k, v in base.vae.state_dict().items()}
+    config = run_config(clip, steps=3, learning_rate=1e-3)
+    result = tune(base, config, tmp_path / "run", progress=False, log=lambda s: None)
+    adapter = load_file(tmp_path / "run" / ADAPTER)
+    assert set(adapter) == set(result.trainable)
+    video = TuneAVideoUNet.from_unet2d(tiny_unet())
+    load_adapter(video, tmp_path / "run" / ADAPTER)
+    state = video.state_dict()
+    for name, tensor in before.items():  # the image weights: trained ones moved, frozen ones bit-identical
+        if name in adapter:
+            assert not torch.equal(state[name], tensor), name
+        else:
+            assert torch.equal(state[name], tensor), name
+    assert all(torch.equal(v, vae_before[k]) for k, v in base.vae.state_dict().items())
+    assert load_file(tmp_path / "run" / INVERSION)["latents"].shape == (1, 4, 4, 4, 4)
+    assert len(result.losses) == 3
+
+
+def test_resume_gives_the_same_weights(clip, tmp_path):
+    config = run_config(clip, steps=4, learning_rate=1e-3, checkpoint_every=2)
+    tune(tiny_base(), config, tmp_path / "whole", progress=False)
+    tune(tiny_base(), config, tmp_path / "split", progress=False, stop_after=3)
+    assert not (tmp_path / "split" / ADAPTER).exists()
+    with pytest.raises(RunError, match="--resume"):
+        tune(tiny_base(), config, tmp_path / "split", progress=False)
+    tune(tiny_base(), config, tmp_path / "split", progress=False, resume=True, log=lambda s: None)
+    whole, split = load_file(tmp_path / "whole" / ADAPTER), load_file(tmp_path / "split" / ADAPTER)
+    assert whole.keys() == split.keys()
+    for key in whole:
+        assert torch.equal(whole[key], split[key]), key
+    assert not list((tmp_path / "split" / "checkpoints").glob("*.pt"))
+
+
+def test_gradient_checkpointing_gives_the_same_step(clip, tmp_path):
+    plain = tune(tiny_base(), run_config(clip, steps=2), tmp_path / "a", progress=False)
+    ckpt = tune(tiny_base(), run_config(clip, steps=2, gradient_checkpointing=True), tmp_path / "b", progress=False)
+    assert plain.losses == pytest.approx(ckpt.losses, rel=1e-5)
+    a, b = load_file(tmp_path / "a" / ADAPTER), load_file(tmp_path / "b" / ADAPTER)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
+
+
+def test_adapter_round_trip_and_architecture_mismatch(clip, tmp_path):
+    tune(tiny_base(), run_config(clip, steps=1, learning_rate=1e-3), tmp_path / "run", progress=False)
+    a = TuneAVideoUNet.from_unet2d(tiny_unet())
+    b = TuneAVideoUNet.from_unet2d(tiny_unet())
+    load_adapter(a, tmp_path / "run" / ADAPTER)
+    load_adapter(b, tmp_path / "run" / ADAPTER)
+    x, context = torch.randn(1, 4, 3, 8, 8), torch.randn(1, 7, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x, 10, context).sample, b(x, 10, context).sample, rtol=0, atol=0)
+        assert not torch.equal(a(x, 10, context).sample, TuneAVideoUNet.from_unet2d(tiny_unet())(x, 10, context).sample)
+    other = TuneAVideoUNet.from_unet2d(tiny_unet(block_out_channels=(16, 32)))
+    with pytest.raises(AdapterError, match="another architecture"):
+        load_adapter(other, tmp_path / "run" / ADAPTER)
