@@ -185,3 +185,16 @@ def test_other_block_types_are_refused():
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
             mid_block_type="UNetMidBlock2DSimpleCrossAttn",
         )
+
+
+def test_per_frame_attention_mode_is_the_image_models_attn1():
+    video = TuneAVideoUNet.from_unet2d(tiny_unet())
+    block = video.down_blocks[0].attentions[0].transformer_blocks[0]
+    torch.manual_seed(6)
+    x = torch.randn(2 * 3, 5, 32)
+    video.set_frame_attention("per-frame")
+    out = block.attn1(x, num_frames=3)
+    for i in range(6):  # each frame attends to its own tokens only
+        torch.testing.assert_close(out[i], naive_attention(x[i], x[i], block.attn1), atol=1e-5, rtol=1e-5)
+    video.set_frame_attention("sparse-causal")
+    assert not torch.allclose(block.attn1(x, num_frames=3), out)

@@ -129,8 +129,8 @@ def _edit(args: argparse.Namespace) -> int:
         video=args.video, inv_latents=args.inv_latents, num_frames=args.num_frames, width=args.width, height=args.height,
     )
     sample = replace(tuned.config.sample, **_overrides(args, SAMPLE_FIELDS))
-    paths = edit(tuned, args.prompts, sample, args.output, fps=args.fps)
-    print(f"wrote {len(paths)} files to {paths[0].parent}")
+    result = edit(tuned, args.prompts, sample, args.output, fps=args.fps)
+    print(f"wrote {len(result.files)} files to {result.files[0].parent}")
     return 0
 
 

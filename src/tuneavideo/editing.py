@@ -139,6 +139,12 @@ def _read_latents(path: str | Path) -> torch.Tensor:
     return latents
 
 
+@dataclass
+class EditResult:
+    videos: list[torch.Tensor]  # one (f, 3, h, w) video in [0, 1] per prompt
+    files: list[Path]
+
+
 def edit(
     tuned: TunedModel,
     prompts: list[str],
@@ -146,9 +152,9 @@ def edit(
     output_dir: str | Path | None = None,
     fps: float = 8,
     progress: bool = True,
-) -> list[Path]:
+) -> EditResult:
     """Write, for each prompt, an MP4 (H.264), a GIF and a JSON of its parameters, then one
-    side-by-side MP4 (source | edits). Returns the written paths."""
+    side-by-side MP4 (source | edits). Returns the videos and the written paths."""
     prompts = [p for p in prompts if p is not None]
     if not prompts or any(not p.strip() for p in prompts):
         raise RunError("no edit prompt given (or an empty one); pass --prompt 'your edit' at least once")
@@ -171,7 +177,7 @@ def edit(
     record = {"columns": (["source"] if tuned.source is not None else []) + prompts, **_record(tuned, None, sample, fps)}
     _write_json(out / f"{stem}.json", record)
     written += [out / f"{stem}.mp4", out / f"{stem}.json"]
-    return written
+    return EditResult(videos, written)
 
 
 def _record(tuned: TunedModel, prompt: str | None, sample: SampleConfig, fps: float) -> dict:

@@ -67,6 +67,13 @@ class SparseCausalAttnProcessor:
         return attn.to_out[1](out)
 
 
+class PerFrameAttnProcessor(AttnProcessor2_0):
+    """Plain per-frame self-attention (the image model's attn1), for ablations: ignores ``num_frames``."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, num_frames=1):
+        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask)
+
+
 class VideoTransformerBlock(nn.Module):
     """Stable Diffusion's transformer block with sparse-causal attn1 and a temporal attention.
 

@@ -27,7 +27,7 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from torch import nn
 
-from .attention import VideoTransformerBlock, init_temporal
+from .attention import PerFrameAttnProcessor, SparseCausalAttnProcessor, VideoTransformerBlock, init_temporal
 
 SUPPORTED_BLOCKS = {"CrossAttnDownBlock2D", "DownBlock2D", "UNetMidBlock2DCrossAttn", "UpBlock2D", "CrossAttnUpBlock2D"}
 # Block names in the reference's config.json (diffusers 0.11 era) and their 2-D counterparts.
@@ -94,6 +94,15 @@ class TuneAVideoUNet(UNet2DConditionModel):
                 elif child_name in ("norm1", "norm2") and isinstance(child, nn.GroupNorm) and "resnets" in name:
                     setattr(module, child_name, _as_frame_norm(child))
         self.conv_norm_out = _as_frame_norm(self.conv_norm_out)
+
+    def set_frame_attention(self, mode: str) -> None:
+        """``"sparse-causal"`` (the method) or ``"per-frame"`` (each frame attends to itself only, as
+        the image model does: the paper's ablation of ST-Attn)."""
+        if mode not in ("sparse-causal", "per-frame"):
+            raise ValueError(f"frame attention {mode!r} is unknown; use sparse-causal or per-frame")
+        for block in self.modules():
+            if isinstance(block, VideoTransformerBlock):
+                block.attn1.set_processor(SparseCausalAttnProcessor() if mode == "sparse-causal" else PerFrameAttnProcessor())
 
     # -- construction ------------------------------------------------------------------------------
 
