@@ -198,3 +198,17 @@ def test_per_frame_attention_mode_is_the_image_models_attn1():
         torch.testing.assert_close(out[i], naive_attention(x[i], x[i], block.attn1), atol=1e-5, rtol=1e-5)
     video.set_frame_attention("sparse-causal")
     assert not torch.allclose(block.attn1(x, num_frames=3), out)
+
+
+def test_image_model_mode_is_the_image_unet_frame_by_frame():
+    image = tiny_unet()
+    torch.manual_seed(7)
+    x = torch.randn(1, 4, 3, 8, 8)  # three different frames
+    context = torch.randn(1, 7, 32)
+    expected = [image(x[:, :, i], 50, context).sample for i in range(3)]
+    video = TuneAVideoUNet.from_unet2d(image)
+    video.set_frame_attention("per-frame")
+    video.pool_norm_over_frames = False
+    out = video(x, 50, context).sample
+    for i in range(3):
+        torch.testing.assert_close(out[:, :, i], expected[i], atol=1e-5, rtol=1e-4)

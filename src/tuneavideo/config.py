@@ -47,6 +47,7 @@ class TuneConfig:
     mixed_precision: str = "auto"  # auto: bf16 on a GPU that has it, fp16 on older GPUs, fp32 on the CPU
     gradient_checkpointing: bool = True
     trainable_modules: tuple[str, ...] = DEFAULT_TRAINABLE
+    frame_attention: str = "sparse-causal"  # or "per-frame": the paper's ablation of sparse-causal attention
     checkpoint_every: int = 100
     validation_every: int = 0
 
@@ -124,6 +125,8 @@ class RunConfig:
             raise ConfigError(f"mixed_precision {t.mixed_precision!r} is unknown; use one of {', '.join(MIXED_PRECISION)}")
         if t.steps < 0:
             raise ConfigError("steps must be 0 or more")
+        if t.frame_attention not in ("sparse-causal", "per-frame"):
+            raise ConfigError(f"frame_attention {t.frame_attention!r} is unknown; use sparse-causal or per-frame")
         if not t.trainable_modules:
             raise ConfigError("trainable_modules is empty; give at least one module name pattern such as attn_temp")
         if s.num_inference_steps < 1 or s.num_inversion_steps < 1:

@@ -58,11 +58,14 @@ def resolve_precision(mixed_precision: str, device: torch.device, log: Callable[
     return {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[mixed_precision]
 
 
-def build_video_unet(base: BaseModel) -> TuneAVideoUNet:
+def build_video_unet(base: BaseModel, frame_attention: str = "sparse-causal") -> TuneAVideoUNet:
     """Inflate the base's image UNet, or load the reference's already inflated ``unet/``."""
     if base.unet is None:
-        return TuneAVideoUNet.from_reference(base.reference_unet_dir)
-    return TuneAVideoUNet.from_unet2d(base.unet)
+        unet = TuneAVideoUNet.from_reference(base.reference_unet_dir)
+    else:
+        unet = TuneAVideoUNet.from_unet2d(base.unet)
+    unet.set_frame_attention(frame_attention)
+    return unet
 
 
 def build_pipeline(base: BaseModel, unet: TuneAVideoUNet) -> TuneAVideoPipeline:
@@ -132,7 +135,7 @@ def tune(
 
     device = resolve_device(device)
     dtype = resolve_precision(tc.mixed_precision, device, log)
-    unet = build_video_unet(base)
+    unet = build_video_unet(base, tc.frame_attention)
     trainable = set_trainable(unet, tc.trainable_modules)
     pipe = build_pipeline(base, unet)
     prepare_models(pipe, device, dtype, trainable)

@@ -78,6 +78,10 @@ class TuneAVideoUNet(UNet2DConditionModel):
     with ``from_pretrained`` too. Takes and returns latents ``(b, c, f, h, w)``.
     """
 
+    #: False makes the ResNet GroupNorms per frame again: with per-frame attention and an untuned
+    #: ``attn_temp`` the model is then the image model applied frame by frame (an ablation baseline).
+    pool_norm_over_frames: bool = True
+
     @functools.wraps(UNet2DConditionModel.__init__)
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -188,7 +192,7 @@ class TuneAVideoUNet(UNet2DConditionModel):
         batch, channels, frames, height, width = sample.shape
         for module in self.modules():
             if isinstance(module, FrameGroupNorm):
-                module.num_frames = frames
+                module.num_frames = frames if self.pool_norm_over_frames else 1
         x = sample.transpose(1, 2).reshape(batch * frames, channels, height, width)  # ((b f), c, h, w)
         if torch.is_tensor(timestep) and timestep.ndim == 1 and timestep.shape[0] == batch:
             timestep = timestep.repeat_interleave(frames)

@@ -1,0 +1,211 @@
+"""Editing quality in the toy world, with the paper's ablations, measured by the toy-world detector.
+
+For each source clip (seeded, none of its captions in the pretraining's held-out set) the bundled toy
+model is tuned, the clip inverted, and edited three ways (object colour, object shape, background);
+the detector scores every edited frame (see ``tuneavideo.toyworld.metrics``). Variants:
+
+- ``full``: the method (tuning, DDIM inversion, sparse-causal attention);
+- ``no-tuning``: the inflated model, untuned, with inversion;
+- ``no-inversion``: tuned, sampled from random noise;
+- ``per-frame-attn``: tuned and sampled with per-frame self-attention instead of sparse-causal;
+- ``image-model``: the image model frame by frame (per-frame attention and norms, no tuning),
+  with per-frame inversion;
+- ``steps-N``: tuning for N steps (N = 0 is ``no-tuning``).
+
+Usage: ``python benchmarks/toyworld_quality.py --clips 12 --out benchmarks/toyworld_quality.json``
+(``--quick`` for a smoke run). Prints a markdown table last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tuneavideo.config import RunConfig
+from tuneavideo.demo import TOY_MODEL, DemoSettings
+from tuneavideo.editing import TunedModel
+from tuneavideo.loading import load_base
+from tuneavideo.toyworld import BACKGROUNDS, COLOURS, SHAPES, clip_caption, random_clip, render_clip, with_attributes
+from tuneavideo.toyworld.metrics import psnr, score_edit, to_uint8_frames
+from tuneavideo.tuning import build_pipeline, build_video_unet, latest_checkpoint, tune
+
+METRICS = ("alignment", "preservation", "motion_error", "consistency", "detected")
+
+
+def held_out() -> set[tuple[str, str, str]]:
+    """(colour, shape, background) triples the toy model never saw in pretraining."""
+    try:
+        from tuneavideo.toymodel.pretrain import HELD_OUT
+    except ImportError:
+        return set()
+    return {tuple(item) for item in HELD_OUT}
+
+
+def make_clips(count: int, num_frames: int, seed: int) -> list[tuple]:
+    """Source clips and their three edits, none touching a held-out caption combination."""
+    excluded = held_out()
+    rng = np.random.default_rng(seed)
+    clips = []
+    while len(clips) < count:
+        clip = random_clip(rng, num_frames=num_frames)
+        edits = (
+            {"colour": str(rng.choice([c for c in COLOURS if c != clip.colour]))},
+            {"shape": str(rng.choice([s for s in SHAPES if s != clip.shape]))},
+            {"background": str(rng.choice([b for b in BACKGROUNDS if b != clip.background]))},
+        )
+        targets = [clip] + [with_attributes(clip, **e) for e in edits]
+        if any((t.colour, t.shape, t.background) in excluded for t in targets):
+            continue
+        clips.append((clip, edits))
+    return clips
+
+
+def evaluate(tuned: TunedModel, clip, edits, source: np.ndarray) -> dict:
+    """Invert (unless disabled), sample the three edits and the source prompt, score them."""
+    sample = tuned.config.sample
+    tuned.inverted = None
+    attributes = {"shape": clip.shape, "colour": clip.colour, "background": clip.background}
+    scores = []
+    for change in edits:
+        video = tuned.sample(clip_caption(with_attributes(clip, **change)), sample, progress=False)
+        scores.append(score_edit(source, video, change, attributes).as_dict())
+    again = tuned.sample(clip_caption(clip), sample, progress=False)
+    result = {name: float(np.mean([s[name] for s in scores])) for name in METRICS}
+    result["psnr"] = psnr(source, to_uint8_frames(again))
+    return result
+
+
+def tuned_model(base_folder: Path, config: RunConfig, frames: torch.Tensor, state: dict | None, *,
+                per_frame: bool = False, image_model: bool = False) -> TunedModel:
+    base = load_base(base_folder)
+    unet = build_video_unet(base)
+    if state is not None:
+        params = dict(unet.named_parameters())
+        with torch.no_grad():
+            for name, tensor in state.items():
+                params[name].copy_(tensor)
+    if per_frame or image_model:
+        unet.set_frame_attention("per-frame")
+    if image_model:
+        unet.pool_norm_over_frames = False
+    pipe = build_pipeline(base, unet)
+    for module in (pipe.vae, pipe.text_encoder, pipe.unet):
+        module.eval().requires_grad_(False)
+    return TunedModel(pipe, config, Path("."), frames, None, torch.float32)
+
+
+def trained_state(run_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    adapter = run_dir / "adapter.safetensors"
+    if adapter.exists():
+        return load_file(adapter)
+    return torch.load(latest_checkpoint(run_dir), weights_only=True)["trainable"]
+
+
+def run_clip(index: int, clip, edits, args, work: Path) -> dict:
+    source = render_clip(clip, size=args.size)
+    frames_dir = work / f"clip-{index}"
+    frames_dir.mkdir()
+    for i, frame in enumerate(source):
+        Image.fromarray(frame).save(frames_dir / f"{i:03d}.png")
+    frames = torch.from_numpy(source).permute(0, 3, 1, 2).float() / 255
+
+    config = RunConfig()
+    config.video.path, config.video.prompt = str(frames_dir), clip_caption(clip)
+    config.video.num_frames, config.video.width, config.video.height = clip.num_frames, args.size, args.size
+    config.tune.base_model, config.tune.learning_rate, config.tune.seed = str(TOY_MODEL), args.learning_rate, 33
+    config.tune.gradient_checkpointing, config.tune.checkpoint_every = False, 0
+    config.sample.num_inference_steps = config.sample.num_inversion_steps = args.sample_steps
+    config.sample.guidance_scale = args.guidance
+
+    results: dict[str, dict] = {}
+    log = lambda *_: None  # noqa: E731
+    # The steps sweep: one tuning run, interrupted at each N and resumed (the project's own --resume path).
+    sweep = sorted(set(args.steps) | {args.full_steps})
+    run_dir = work / f"run-{index}"
+    config.tune.steps = sweep[-1]
+    done = 0
+    states = {}
+    for n in sweep:
+        if n > done:
+            tune(str(TOY_MODEL), config, run_dir, resume=done > 0, stop_after=n - done, progress=False, log=log)
+            done = n
+        states[n] = trained_state(run_dir) if n > 0 else None
+    for n in sweep:
+        if n in args.steps:
+            results[f"steps-{n}"] = evaluate(tuned_model(TOY_MODEL, config, frames, states[n]), clip, edits, source)
+    full = results.get(f"steps-{args.full_steps}") or evaluate(tuned_model(TOY_MODEL, config, frames, states[args.full_steps]), clip, edits, source)
+    results["full"] = full
+    results["no-tuning"] = results.get("steps-0") or evaluate(tuned_model(TOY_MODEL, config, frames, None), clip, edits, source)
+    no_inv = RunConfig.from_dict(config.to_dict())
+    no_inv.sample.use_inversion = False
+    results["no-inversion"] = evaluate(tuned_model(TOY_MODEL, no_inv, frames, states[args.full_steps]), clip, edits, source)
+    results["image-model"] = evaluate(tuned_model(TOY_MODEL, config, frames, None, image_model=True), clip, edits, source)
+
+    # Per-frame attention: tuned with it as well as sampled with it.
+    per_frame_state = _tune_per_frame(config, args.full_steps, work / f"run-{index}-per-frame")
+    results["per-frame-attn"] = evaluate(tuned_model(TOY_MODEL, config, frames, per_frame_state, per_frame=True), clip, edits, source)
+    return results
+
+
+def _tune_per_frame(config: RunConfig, steps: int, run_dir: Path) -> dict:
+    per_frame = RunConfig.from_dict(config.to_dict())
+    per_frame.tune.steps, per_frame.tune.frame_attention = steps, "per-frame"
+    tune(str(TOY_MODEL), per_frame, run_dir, progress=False, log=lambda *_: None)
+    return trained_state(run_dir)
+
+
+def table(summary: dict[str, dict]) -> str:
+    lines = ["| variant | alignment | preservation | motion error (px) | consistency | detected | PSNR (source prompt, dB) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, m in summary.items():
+        lines.append(f"| {name} | {m['alignment']:.3f} | {m['preservation']:.3f} | {m['motion_error']:.2f} | "
+                     f"{m['consistency']:.3f} | {m['detected']:.3f} | {m['psnr']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clips", type=int, default=12, help="number of source clips (default 12)")
+    parser.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
+    parser.add_argument("--size", type=int, default=64, help="frame size (default 64)")
+    parser.add_argument("--steps", type=int, nargs="+", default=[0, 50, 100, 200, 500], help="tuning steps to sweep")
+    parser.add_argument("--full-steps", type=int, default=DemoSettings.train_steps, help="tuning steps of the full method")
+    parser.add_argument("--learning-rate", type=float, default=DemoSettings.learning_rate)
+    parser.add_argument("--sample-steps", type=int, default=DemoSettings.steps, help="DDIM inversion and sampling steps")
+    parser.add_argument("--guidance", type=float, default=DemoSettings.guidance_scale)
+    parser.add_argument("--seed", type=int, default=2024, help="seed of the clip selection")
+    parser.add_argument("--quick", action="store_true", help="2 clips, steps 0 and 20, 10 sampling steps: a smoke run")
+    parser.add_argument("--out", default="benchmarks/toyworld_quality.json", help="where to write the JSON")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.clips, args.steps, args.full_steps, args.sample_steps = 2, [0, 20], 20, 10
+    torch.manual_seed(0)
+    began = time.perf_counter()
+    per_clip = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, (clip, edits) in enumerate(make_clips(args.clips, args.frames, args.seed)):
+            print(f"[{time.perf_counter() - began:6.0f} s] clip {index + 1}/{args.clips}: {clip_caption(clip)}", flush=True)
+            per_clip.append(run_clip(index, clip, edits, args, Path(tmp)))
+    variants = list(per_clip[0])
+    order = ["full", "no-tuning", "no-inversion", "per-frame-attn", "image-model"] + sorted(
+        (v for v in variants if v.startswith("steps-")), key=lambda v: int(v.split("-")[1]))
+    summary = {v: {m: float(np.mean([c[v][m] for c in per_clip])) for m in (*METRICS, "psnr")} for v in order}
+    report = {"settings": vars(args), "seconds": round(time.perf_counter() - began, 1), "summary": summary, "per_clip": per_clip}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(table(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
