@@ -142,3 +142,12 @@ def test_adapter_round_trip_and_architecture_mismatch(clip, tmp_path):
     other = TuneAVideoUNet.from_unet2d(tiny_unet(block_out_channels=(16, 32)))
     with pytest.raises(AdapterError, match="another architecture"):
         load_adapter(other, tmp_path / "run" / ADAPTER)
+
+
+def test_validation_samples_during_tuning(clip, tmp_path):
+    config = run_config(clip, steps=2, validation_every=2)
+    config.sample.prompts = ["a white square moving left"]
+    config.sample.num_inference_steps = 2
+    tune(tiny_base(), config, tmp_path / "run", progress=False)
+    samples = list((tmp_path / "run" / "samples" / "step-2").glob("*.gif"))
+    assert [p.name for p in samples] == ["00-a-white-square-moving-left.gif"]

@@ -1,4 +1,4 @@
-"""``tuneavideo``: tune Stable Diffusion on one video, then edit it with new prompts."""
+"""tuneavideo: tune Stable Diffusion on one video, then edit it with new prompts."""
 
 from __future__ import annotations
 
