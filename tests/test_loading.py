@@ -8,6 +8,7 @@ other layout.
 
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -81,19 +82,25 @@ def tiny_sd(sd2=False):
     return tiny_unet(sd2), tiny_vae(), tiny_text_encoder(sd2)
 
 
-def assert_same_outputs(loaded: BaseModel, unet, vae, text_encoder):
+def run_tiny(unet, vae, text_encoder) -> list[torch.Tensor]:
+    """Outputs of the three modules on fixed inputs."""
     g = torch.Generator().manual_seed(1)
     latents = torch.randn(2, 4, 8, 8, generator=g)
     context = torch.randn(2, 7, 32, generator=g)
     image = torch.randn(1, 3, 16, 16, generator=g)
-    ids = torch.tensor([SKIING])
     with torch.no_grad():
-        assert torch.equal(loaded.unet(latents, 10, context).sample, unet(latents, 10, context).sample)
-        assert torch.equal(loaded.vae.encode(image).latent_dist.mean, vae.encode(image).latent_dist.mean)
-        assert torch.equal(loaded.vae.decode(latents).sample, vae.decode(latents).sample)
-        assert torch.equal(
-            loaded.text_encoder(ids).last_hidden_state, text_encoder(ids).last_hidden_state
-        )
+        return [
+            unet(latents, 10, context).sample,
+            vae.encode(image).latent_dist.mean,
+            vae.decode(latents).sample,
+            text_encoder(torch.tensor([SKIING])).last_hidden_state,
+        ]
+
+
+def assert_same_outputs(loaded: BaseModel, expected: list[torch.Tensor]):
+    got = run_tiny(loaded.unet, loaded.vae, loaded.text_encoder)
+    for name, a, b in zip(("unet", "vae.encode", "vae.decode", "text_encoder"), got, expected):
+        assert torch.equal(a, b), name
 
 
 def shipped_tokenizer(version="sd15"):
@@ -229,19 +236,17 @@ def to_ldm(unet, vae, text_encoder, sd2=False) -> dict:
         out[p + "ln_final.bias"] = te["final_layer_norm.bias"].clone()
         names = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2",
                  "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
-        g = torch.Generator().manual_seed(2)
-        for i in range(config.num_hidden_layers + 1):
-            block = f"{p}transformer.resblocks.{i}."
+        for i in range(config.num_hidden_layers):
+            ours, theirs = f"encoder.layers.{i}.", f"{p}transformer.resblocks.{i}."
             for kind in ("weight", "bias"):
-                if i == config.num_hidden_layers:  # the unused last block: random
-                    qkv = torch.randn(3 * config.hidden_size, *([config.hidden_size] if kind == "weight" else []),
-                                      generator=g)
-                else:
-                    qkv = torch.cat([te[f"encoder.layers.{i}.self_attn.{x}_proj.{kind}"] for x in "qkv"])
-                out[block + f"attn.in_proj_{kind}"] = qkv
-                for ours, theirs in names.items():
-                    src = f"encoder.layers.{min(i, config.num_hidden_layers - 1)}.{ours}.{kind}"
-                    out[block + f"{theirs}.{kind}"] = te[src].clone() + (1.0 if i == config.num_hidden_layers else 0.0)
+                qkv = [te[f"{ours}self_attn.{x}_proj.{kind}"] for x in "qkv"]
+                out[theirs + f"attn.in_proj_{kind}"] = torch.cat(qkv)
+                for a, b in names.items():
+                    out[theirs + f"{b}.{kind}"] = te[f"{ours}{a}.{kind}"].clone()
+        g = torch.Generator().manual_seed(2)
+        first, last = f"{p}transformer.resblocks.0.", f"{p}transformer.resblocks.{config.num_hidden_layers}."
+        for k in [k for k in out if k.startswith(first)]:  # the last block, unused: SD 2 takes the penultimate
+            out[last + k[len(first):]] = torch.randn(out[k].shape, generator=g)
         out[p + "text_projection"] = torch.randn(config.hidden_size, config.projection_dim, generator=g)
         out[p + "logit_scale"] = torch.tensor(4.6052)
     out["betas"] = torch.linspace(0.00085, 0.012, 1000)
@@ -251,15 +256,46 @@ def to_ldm(unet, vae, text_encoder, sd2=False) -> dict:
     return out
 
 
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Nothing here may reach the network: every load is local, or offline from the cache."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args[:2]}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (two threads mostly spin-wait, worse on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def sd1():
     return tiny_sd(sd2=False)
 
 
 @pytest.fixture(scope="module")
+def sd1_outputs(sd1):
+    return run_tiny(*sd1)
+
+
+@pytest.fixture(scope="module")
+def sd1_folder(tmp_path_factory, sd1):
+    """The tiny SD 1.x-style model saved as a diffusers folder (copy it before changing it)."""
+    return write_diffusers_folder(tmp_path_factory.mktemp("sd1-folder") / "pipe", *sd1)
+
+
+@pytest.fixture(scope="module")
 def sd1_file(tmp_path_factory, sd1):
     """(tiny SD 1.x-style LDM .safetensors, its config folder, its LDM state dict)."""
-    root = tmp_path_factory.mktemp("sd1")
+    root = tmp_path_factory.mktemp("sd1-file")
     state = to_ldm(*sd1)
     path = root / "tiny.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, path)
@@ -310,23 +346,23 @@ def test_shipped_tokenizers():
 # ---------------------------------------------------------------------------------------- diffusers folders
 
 
-def test_diffusers_folder_round_trip(tmp_path, sd1):
-    folder = write_diffusers_folder(tmp_path / "pipe", *sd1)
+def test_diffusers_folder_round_trip(sd1_folder, sd1_outputs):
+    folder = sd1_folder
     base = load_base(folder)
     assert isinstance(base, BaseModel)
     assert base.source == str(folder) and base.reference_unet_dir is None
     assert base.tokenizer("a man is skiing").input_ids == SKIING
     assert base.scheduler_config == json.loads((CONFIGS_DIR / "sd15/scheduler/scheduler_config.json").read_text())
     assert not base.unet.training and not base.vae.training and not base.text_encoder.training
-    assert_same_outputs(base, *sd1)
+    assert_same_outputs(base, sd1_outputs)
 
     again = load_base(str(folder), prediction_type="v_prediction", dtype=torch.float16)
     assert again.scheduler_config["prediction_type"] == "v_prediction"
     assert {p.dtype for m in (again.unet, again.vae, again.text_encoder) for p in m.parameters()} == {torch.float16}
 
 
-def test_diffusers_folder_with_a_missing_weight_is_refused(tmp_path, sd1):
-    folder = write_diffusers_folder(tmp_path / "pipe", *sd1)
+def test_diffusers_folder_with_a_missing_weight_is_refused(tmp_path, sd1_folder):
+    folder = Path(shutil.copytree(sd1_folder, tmp_path / "pipe"))
     weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
     state = load_file(weights)
     del state["down_blocks.0.attentions.0.proj_in.weight"]
@@ -339,9 +375,9 @@ def test_diffusers_folder_with_a_missing_weight_is_refused(tmp_path, sd1):
     assert "\n" not in message
 
 
-def test_reference_pipeline_folder(tmp_path, sd1):
+def test_reference_pipeline_folder(tmp_path, sd1_folder, sd1_outputs):
     """A pipeline saved by the Tune-A-Video reference code: everything but its 3D unet is loaded."""
-    folder = write_diffusers_folder(tmp_path / "tav", *sd1)
+    folder = Path(shutil.copytree(sd1_folder, tmp_path / "tav"))
     index = json.loads((folder / "model_index.json").read_text())
     index.update(_class_name="TuneAVideoPipeline", unet=["tuneavideo.models.unet", "UNet3DConditionModel"])
     (folder / "model_index.json").write_text(json.dumps(index))
@@ -351,16 +387,15 @@ def test_reference_pipeline_folder(tmp_path, sd1):
     base = load_base(folder)
     assert base.unet is None
     assert base.reference_unet_dir == folder / "unet"
-    ids = torch.tensor([SKIING])
     with torch.no_grad():
-        assert torch.equal(base.text_encoder(ids).last_hidden_state, sd1[2](ids).last_hidden_state)
+        assert torch.equal(base.text_encoder(torch.tensor([SKIING])).last_hidden_state, sd1_outputs[3])
 
 
 # ------------------------------------------------------------------------------------------- single files
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".ckpt"])
-def test_single_file_round_trip_sd1(tmp_path, sd1, sd1_file, suffix):
+def test_single_file_round_trip_sd1(tmp_path, sd1_outputs, sd1_file, suffix):
     _, config, state = sd1_file
     path = tmp_path / f"dreambooth{suffix}"
     if suffix == ".safetensors":
@@ -371,7 +406,7 @@ def test_single_file_round_trip_sd1(tmp_path, sd1, sd1_file, suffix):
     assert base.unet is not None and base.reference_unet_dir is None and base.source == str(path)
     assert base.tokenizer("a man is skiing").input_ids == SKIING
     assert base.scheduler_config["_class_name"] == "PNDMScheduler"
-    assert_same_outputs(base, *sd1)
+    assert_same_outputs(base, sd1_outputs)
 
 
 def test_single_file_round_trip_sd2_openclip(tmp_path):
@@ -383,7 +418,7 @@ def test_single_file_round_trip_sd2_openclip(tmp_path):
     base = load_base(path, config=config)
     assert base.tokenizer.pad_token == "!"
     assert base.scheduler_config["prediction_type"] == "v_prediction"
-    assert_same_outputs(base, *models)
+    assert_same_outputs(base, run_tiny(*models))
     assert load_base(path, config=config, prediction_type="epsilon").scheduler_config["prediction_type"] == "epsilon"
 
 
@@ -454,7 +489,8 @@ def fake_ldm_keys(version):
     u = "model.diffusion_model."
     keys = {
         u + "input_blocks.0.0.weight": torch.empty(320, 4, 1, 1),
-        u + "input_blocks.1.1.proj_in.weight": torch.empty(320, 320, 1, 1) if version == "sd15" else torch.empty(320, 320),
+        # SD 1 projects with 1x1 convolutions, SD 2 with linear layers
+        u + "input_blocks.1.1.proj_in.weight": torch.empty(320, 320, *([1, 1] if version == "sd15" else [])),
         u + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": torch.empty(320, width),
         u + "middle_block.1.transformer_blocks.0.attn2.to_k.weight": torch.empty(1280, width),
         u + "output_blocks.11.1.transformer_blocks.0.attn2.to_v.weight": torch.empty(320, width),
@@ -513,6 +549,22 @@ def test_folder_without_model_index(tmp_path):
         load_base(tmp_path)
 
 
+def test_other_files_and_options_are_refused(tmp_path, sd1_folder, sd1_file):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    with pytest.raises(ModelLoadError, match="neither a diffusers folder nor a checkpoint file"):
+        load_base(notes)
+    with pytest.raises(ModelLoadError, match="config= only applies to a single"):
+        load_base(sd1_folder, config=sd1_file[1])
+    with pytest.raises(ModelLoadError, match="prediction_type"):
+        load_base(sd1_file[0], config=sd1_file[1], prediction_type="x0")
+    pickled = tmp_path / "lightning.ckpt"  # objects beside the tensors: torch.load(weights_only=True) refuses
+    torch.save({"state_dict": {"betas": torch.zeros(2)}, "callbacks": {"checkpoint": Path("x")}}, pickled)
+    with pytest.raises(ModelLoadError, match="could not read .*weights_only=True") as info:
+        load_base(pickled)
+    assert "\n" not in str(info.value) and "\x1b" not in str(info.value)
+
+
 def test_hub_id_offline_not_cached(monkeypatch, tmp_path):
     import huggingface_hub.constants
 
@@ -521,22 +573,31 @@ def test_hub_id_offline_not_cached(monkeypatch, tmp_path):
     with pytest.raises(ModelLoadError) as info:
         load_base("tuneavideo-tests/no-such-model")
     message = str(info.value)
-    assert message.startswith("could not load 'tuneavideo-tests/no-such-model' from the hub (no network or no such model")
+    assert message.startswith(
+        "could not load 'tuneavideo-tests/no-such-model' from the hub (no network or no such model"
+    )
     assert message.endswith("pass a local diffusers folder or a .safetensors file") and "\n" not in message
 
 
-def test_hub_id_offline_from_the_cache(monkeypatch, tmp_path, sd1):
-    """A hub model already in the Hugging Face cache loads with HF_HUB_OFFLINE=1."""
+@pytest.mark.parametrize("offline", [True, False])
+def test_hub_id_from_the_cache(monkeypatch, tmp_path, sd1_folder, sd1_outputs, offline):
+    """A hub model already in the Hugging Face cache loads from it without the network (no_network guards),
+    with HF_HUB_OFFLINE=1 and without it."""
     import huggingface_hub.constants
 
     cache = tmp_path / "hub-cache"
     repo = cache / "models--tuneavideo-tests--tiny-sd"
     commit = "0123456789abcdef0123456789abcdef01234567"
-    write_diffusers_folder(repo / "snapshots" / commit, *sd1)
+    shutil.copytree(sd1_folder, repo / "snapshots" / commit)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", offline)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     base = load_base("tuneavideo-tests/tiny-sd")
-    assert base.source == "tuneavideo-tests/tiny-sd"
-    assert_same_outputs(base, *sd1)
+    assert base.source == "tuneavideo-tests/tiny-sd" and base.reference_unet_dir is None
+    assert_same_outputs(base, sd1_outputs)
