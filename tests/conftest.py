@@ -8,6 +8,17 @@ CONFIGS = SHARED / "data" / "configs"
 SD15 = SHARED / "sd15"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """The tests' models are tiny: one thread is as fast, and immune to a busy machine's spin-waits."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def need_shared(path: Path) -> Path:
     """Skip the calling test when ../shared (present in CI, absent in a user's clone) lacks ``path``."""
     if not path.exists():
