@@ -1,0 +1,28 @@
+"""`tuneavideo demo` end to end on the bundled toy model, with tiny step counts."""
+
+import json
+
+import pytest
+
+from tuneavideo.cli import main
+from tuneavideo.demo import TOY_MODEL
+from tuneavideo.video import probe_video
+
+pytestmark = pytest.mark.skipif(not (TOY_MODEL / "model_index.json").is_file(), reason="the bundled toy model is not built")
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--output", str(out), "--train-steps", "3", "--steps", "3"]) == 0
+    assert str(out) in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert [e["edit"] for e in report["edits"]] == [{"colour": "blue"}, {"shape": "square"}, {"background": "white snow"}]
+    for entry in report["edits"]:
+        assert 0 <= entry["alignment"] <= 1 and entry["motion_error"] >= 0
+    assert (out / "grid.png").stat().st_size > 0 and (out / "report.html").exists()
+    side = probe_video(out / "edits" / "side-by-side.mp4")
+    assert side.num_frames == 8 and side.height == 64
+    assert len(list((out / "edits").glob("*.gif"))) == 3
+    # A second run never overwrites the first.
+    assert main(["demo", "--output", str(out), "--train-steps", "1", "--steps", "2"]) == 0
+    assert (tmp_path / "demo-2" / "report.json").exists()
