@@ -145,3 +145,15 @@ def test_bad_inputs(tiny_sd, skiing, tuned_run, tmp_path, capsys, monkeypatch):
     fails(capsys, ["edit", str(tuned_run), "--output", str(tmp_path / "e2")], "--prompt")
     fails(capsys, ["edit", str(tmp_path / "no-run"), "--prompt", "a cat"], "no-run")
     assert not list(tmp_path.glob("e*/*.mp4"))
+
+
+def test_edit_with_other_inversion_steps_inverts_again(tuned_run, tmp_path):
+    from tuneavideo.editing import load_run
+
+    tuned = load_run(tuned_run)
+    stored = tuned.inverted.clone()
+    assert tuned.inversion_steps == 3
+    sample = tuned.config.sample
+    sample.num_inference_steps, sample.num_inversion_steps = 2, 2
+    tuned.sample("a cat", sample, progress=False)
+    assert tuned.inversion_steps == 2 and not torch.equal(tuned.inverted, stored)

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from . import __version__
@@ -30,6 +31,7 @@ class TunedModel:
     source: torch.Tensor | None  # (f, 3, h, w) in [0, 1]
     inverted: torch.Tensor | None  # (1, c, f, h/8, w/8)
     dtype: torch.dtype
+    inversion_steps: int | None = None  # steps behind ``inverted``; None when given from outside
 
     def invert(self, steps: int | None = None, progress: bool = True) -> torch.Tensor:
         """DDIM-invert the source frames with the empty prompt (and keep the result)."""
@@ -40,6 +42,7 @@ class TunedModel:
         empty = self.pipe.encode_prompt([""]).to(self.dtype)
         bar = _progress(None, progress, desc="inverting", total=steps)
         self.inverted = ddim_invert(self.pipe.unet, self.pipe.scheduler, mean, empty, steps, callback=lambda i, n: bar.update(1) if bar else None)
+        self.inversion_steps = steps
         if bar:
             bar.close()
         return self.inverted
@@ -49,7 +52,10 @@ class TunedModel:
         vc = self.config.video
         latents = None
         if sample.use_inversion:
-            latents = self.inverted if self.inverted is not None else self.invert(sample.num_inversion_steps, progress)
+            stale = self.inversion_steps is not None and self.inversion_steps != sample.num_inversion_steps
+            if self.inverted is None or (stale and self.source is not None):
+                self.invert(sample.num_inversion_steps, progress)
+            latents = self.inverted
         generator = torch.Generator(self.pipe.unet.device).manual_seed(sample.seed)
         bar = _progress(None, progress, desc=f"sampling '{prompt[:40]}'", total=sample.num_inference_steps)
         video = self.pipe(
@@ -85,6 +91,7 @@ def load_run(
     device = resolve_device(device)
     dtype = resolve_precision(mixed_precision, device)
     inverted = _read_latents(inv_latents) if inv_latents else None
+    inversion_steps = None
 
     if (run_dir / CONFIG).is_file():
         config = RunConfig.load(run_dir / CONFIG)
@@ -95,7 +102,9 @@ def load_run(
         load_adapter(unet, run_dir / ADAPTER)
         source = read_video(run_dir / SOURCE, num_frames=config.video.num_frames, width=config.video.width, height=config.video.height) if (run_dir / SOURCE).is_file() else None
         if inverted is None and (run_dir / INVERSION).is_file():
-            inverted = load_file(run_dir / INVERSION)["latents"]
+            with safe_open(str(run_dir / INVERSION), framework="pt") as f:
+                inverted = f.get_tensor("latents")
+                inversion_steps = int((f.metadata() or {}).get("num_inversion_steps", config.sample.num_inversion_steps))
     elif (run_dir / "model_index.json").is_file():
         base = load_base(run_dir, dtype=torch.float32)
         unet = build_video_unet(base)
@@ -124,7 +133,7 @@ def load_run(
         module.requires_grad_(False)
     if inverted is not None:
         inverted = inverted.to(device)
-    return TunedModel(pipe, config, run_dir, source, inverted, dtype)
+    return TunedModel(pipe, config, run_dir, source, inverted, dtype, inversion_steps)
 
 
 def _read_latents(path: str | Path) -> torch.Tensor:
