@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
-from .config import MIXED_PRECISION, ConfigError, RunConfig
+from .config import MIXED_PRECISION, PROFILES, ConfigError, RunConfig
 
 
 def _add_sampling(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--train-seed", dest="tune_seed", type=int, help="seed of the tuning noise (default 33)")
     tune.add_argument("--mixed-precision", choices=MIXED_PRECISION, help="auto: bf16 on GPUs that have it, fp32 on the CPU")
     tune.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
-                      help="recompute activations in the backward pass to save memory (default on)")
+                      help="recompute activations in the backward pass to save memory (default on; off: fastest, most memory)")
+    tune.add_argument("--profile", choices=PROFILES,
+                      help="default: recompute the highest-resolution level only (24 frames at 512x512 in 24 GiB); "
+                           "low-memory: recompute every block, VAE-encode 2 frames at a time (12 GiB)")
+    tune.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                      help="run the UNet's convolutions in channels-last memory format (default off)")
+    tune.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                      help="torch.compile the UNet: faster steps after minutes of compilation (default off)")
     tune.add_argument("--trainable", dest="trainable_modules", nargs="+", help="module name suffixes to train (default attn1.to_q attn2.to_q attn_temp)")
     tune.add_argument("--frame-attention", choices=("sparse-causal", "per-frame"),
                       help="self-attention across frames (default sparse-causal; per-frame is the paper's ablation)")
@@ -104,7 +111,7 @@ def _tune(args: argparse.Namespace) -> int:
     config.video = replace(config.video, **_overrides(args, ("path", "prompt", "num_frames", "width", "height", "start", "stride", "resize")))
     config.tune = replace(config.tune, **_overrides(
         args, ("base_model", "tune_steps", "learning_rate", "tune_seed", "mixed_precision", "gradient_checkpointing",
-               "trainable_modules", "frame_attention", "checkpoint_every", "validation_every"),
+               "profile", "channels_last", "compile", "trainable_modules", "frame_attention", "checkpoint_every", "validation_every"),
         {"tune_steps": "steps", "tune_seed": "seed"}))
     config.sample = replace(config.sample, **_overrides(args, SAMPLE_FIELDS + ("prompts",)))
     config.validate()

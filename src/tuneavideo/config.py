@@ -11,6 +11,7 @@ import yaml
 
 DEFAULT_TRAINABLE = ("attn1.to_q", "attn2.to_q", "attn_temp")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+PROFILES = ("default", "low-memory")  # what tuning.apply_profile recomputes; see TuneConfig.profile
 
 
 class ConfigError(ValueError):
@@ -46,6 +47,12 @@ class TuneConfig:
     seed: int = 33
     mixed_precision: str = "auto"  # auto: bf16 on a GPU that has it, fp16 on older GPUs, fp32 on the CPU
     gradient_checkpointing: bool = True
+    # default: recompute only the highest-resolution UNet level in the backward pass (fits 24 frames at
+    # 512x512 in 24 GiB); low-memory: recompute every block, and VAE-encode 2 frames at a time (12 GiB).
+    # gradient_checkpointing=False recomputes nothing in either profile: fastest, most memory.
+    profile: str = "default"
+    channels_last: bool = False  # the UNet's convolutions in channels-last memory format
+    compile: bool = False  # torch.compile the UNet (minutes of compilation on the first steps)
     trainable_modules: tuple[str, ...] = DEFAULT_TRAINABLE
     frame_attention: str = "sparse-causal"  # or "per-frame": the paper's ablation of sparse-causal attention
     checkpoint_every: int = 100
@@ -123,6 +130,8 @@ class RunConfig:
             raise ConfigError(f"resize {v.resize!r} is unknown; use crop, squash or pad")
         if t.mixed_precision not in MIXED_PRECISION:
             raise ConfigError(f"mixed_precision {t.mixed_precision!r} is unknown; use one of {', '.join(MIXED_PRECISION)}")
+        if t.profile not in PROFILES:
+            raise ConfigError(f"profile {t.profile!r} is unknown; use one of {', '.join(PROFILES)}")
         if t.steps < 0:
             raise ConfigError("steps must be 0 or more")
         if t.frame_attention not in ("sparse-causal", "per-frame"):

@@ -14,6 +14,7 @@ A run folder holds everything an edit needs::
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
@@ -24,6 +25,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
+from torch.utils.checkpoint import checkpoint
 
 from .adapter import atomic_save, load_adapter, save_adapter, set_trainable
 from .config import RunConfig
@@ -74,13 +78,67 @@ def build_pipeline(base: BaseModel, unet: TuneAVideoUNet) -> TuneAVideoPipeline:
 
 
 def prepare_models(pipe: TuneAVideoPipeline, device: torch.device, dtype: torch.dtype, trainable: list[str]) -> None:
-    """Frozen weights in ``dtype`` on ``device``; trained tensors stay float32 (their master copies)."""
+    """Frozen weights in ``dtype`` on ``device``; trained tensors stay float32 (their master copies).
+
+    Each weight is cast before it moves, so a bf16 UNet never exists in float32 on the device.
+    """
     pipe.vae.to(device=device, dtype=dtype).requires_grad_(False)
     pipe.text_encoder.to(device=device, dtype=dtype).requires_grad_(False)
     wanted = set(trainable)
-    pipe.unet.to(device=device)
     for name, param in pipe.unet.named_parameters():
-        param.data = param.data.to(torch.float32 if name in wanted else dtype)
+        param.data = param.data.to(device=device, dtype=torch.float32 if name in wanted else dtype)
+    pipe.unet.to(device=device)  # the buffers
+
+
+# Checkpointed units: ResNet blocks, whole Transformer2DModels (GroupNorm, proj_in, the video transformer
+# blocks, proj_out) and the resamplers. Levels count from the highest resolution: level 0 is
+# down_blocks[0] and up_blocks[-1] (64x64 latents at 512x512 px, about half of all activations).
+CHECKPOINT_UNITS = (ResnetBlock2D, Transformer2DModel, Downsample2D, Upsample2D)
+PROFILE_LEVELS = {"default": (0,), "low-memory": None}  # None: every level and the mid block
+
+
+def apply_profile(unet: TuneAVideoUNet, profile: str = "default", gradient_checkpointing: bool = True, channels_last: bool = False) -> list[str]:
+    """Set the UNet up for tuning under a performance profile (see ``TuneConfig.profile``).
+
+    Gradient checkpointing is PyTorch's non-reentrant ``checkpoint`` around each unit of the profile's
+    levels: their activations are recomputed in the backward pass instead of kept. Recomputation
+    runs the same operations, so the loss and gradients do not change. A checkpointed module becomes
+    an instance of a subclass whose ``forward`` checkpoints (same parameters and names). Returns the
+    names of the checkpointed modules (none without ``gradient_checkpointing``); calling it again
+    replaces the previous setting.
+    """
+    if profile not in PROFILE_LEVELS:
+        raise ValueError(f"profile {profile!r} is unknown; use one of {', '.join(PROFILE_LEVELS)}")
+    levels = PROFILE_LEVELS[profile]
+    ups = len(unet.up_blocks)
+    prefixes = None if levels is None else tuple(
+        prefix for level in levels for prefix in (f"down_blocks.{level}.", f"up_blocks.{ups - 1 - level}.")
+    )
+    names = []
+    for name, module in unet.named_modules():
+        if isinstance(module, _Checkpointed):
+            module.__class__ = module.__class__.__bases__[1]  # undo an earlier call
+        if gradient_checkpointing and isinstance(module, CHECKPOINT_UNITS) and (prefixes is None or name.startswith(prefixes)):
+            module.__class__ = _checkpointed_class(type(module))
+            names.append(name)
+    if channels_last:
+        unet.to(memory_format=torch.channels_last)
+    return names
+
+
+class _Checkpointed(torch.nn.Module):
+    """Mixin: ``forward`` runs under non-reentrant checkpointing when gradients are on."""
+
+    def forward(self, *args, **kwargs):
+        forward = super().forward
+        if torch.is_grad_enabled():
+            return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        return forward(*args, **kwargs)
+
+
+@functools.cache
+def _checkpointed_class(cls: type) -> type:
+    return type(f"Checkpointed{cls.__name__}", (_Checkpointed, cls), {})
 
 
 @dataclass
@@ -105,15 +163,16 @@ def tune(
     device: str | torch.device | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    on_step: Callable[[int, float, float], None] | None = None,
 ) -> TuneResult:
     """Tune ``base`` (a loaded base model, or where to load one from) on ``config.video`` and write
     the run folder (see the module docstring).
 
-    Every trainable tensor gets a gradient with gradient checkpointing on or off: diffusers'
-    checkpointing is non-reentrant, unlike the reference's, whose down blocks never train.
+    Every trainable tensor gets a gradient with gradient checkpointing on or off: our checkpointing
+    (:func:`apply_profile`) is non-reentrant, unlike the reference's, whose down blocks never train.
     ``stop_after`` ends the loop early after that many steps (as an interruption would), after
     writing a checkpoint; ``resume`` continues from the latest checkpoint to the same weights as an
-    uninterrupted run.
+    uninterrupted run. ``on_step(step, loss, seconds)`` is called after each step (benchmarks use it).
     """
     config.validate()
     vc, tc = config.video, config.tune
@@ -139,8 +198,11 @@ def tune(
     trainable = set_trainable(unet, tc.trainable_modules)
     pipe = build_pipeline(base, unet)
     prepare_models(pipe, device, dtype, trainable)
-    if tc.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
+    apply_profile(unet, tc.profile, tc.gradient_checkpointing, tc.channels_last)
+    if tc.profile == "low-memory":
+        pipe.vae_chunk = 2
+    if tc.compile:
+        unet.compile()
     unet.train()
 
     # Encoded once per run, not at every step as the reference does.
@@ -180,9 +242,12 @@ def tune(
             began = time.perf_counter()
             with torch.enable_grad():
                 loss = _train_step(unet, noise_scheduler, mean, std, context, generator, autocast, scaler, optimizer, params, tc.max_grad_norm)
+            seconds = time.perf_counter() - began
             losses.append(loss)
-            log_file.write(json.dumps({"step": step + 1, "loss": loss, "seconds": round(time.perf_counter() - began, 4)}) + "\n")
+            log_file.write(json.dumps({"step": step + 1, "loss": loss, "seconds": round(seconds, 4)}) + "\n")
             log_file.flush()
+            if on_step is not None:
+                on_step(step + 1, loss, seconds)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss:.4f}")
             done = step + 1
