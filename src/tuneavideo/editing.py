@@ -17,7 +17,7 @@ from .config import RunConfig, SampleConfig
 from .inversion import ddim_invert
 from .loading import BaseModel, load_base
 from .pipeline import TuneAVideoPipeline
-from .tuning import ADAPTER, CONFIG, INVERSION, SOURCE, RunError, _progress, build_pipeline, build_video_unet, resolve_device, resolve_precision, slug
+from .tuning import ADAPTER, CONFIG, INVERSION, SOURCE, RunError, _progress, build_pipeline, build_video_unet, place, resolve_device, resolve_precision, slug
 from .video import read_video, side_by_side, write_video
 
 
@@ -126,9 +126,8 @@ def load_run(
     config.validate()
 
     pipe = build_pipeline(base, unet)
-    pipe.vae.to(device=device, dtype=dtype)
-    pipe.text_encoder.to(device=device, dtype=dtype)
-    pipe.unet.to(device=device, dtype=dtype).eval()
+    for module in (pipe.vae, pipe.text_encoder, pipe.unet):
+        place(module, device, dtype).eval()
     for module in (pipe.vae, pipe.text_encoder, pipe.unet):
         module.requires_grad_(False)
     if inverted is not None:

@@ -77,13 +77,21 @@ def build_pipeline(base: BaseModel, unet: TuneAVideoUNet) -> TuneAVideoPipeline:
     return TuneAVideoPipeline(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=unet, scheduler=scheduler)
 
 
+def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """Move ``module`` to ``device``, casting only when the dtype changes (diffusers warns on any cast)."""
+    module.to(device)
+    if next(module.parameters()).dtype != dtype:
+        module.to(dtype)
+    return module
+
+
 def prepare_models(pipe: TuneAVideoPipeline, device: torch.device, dtype: torch.dtype, trainable: list[str]) -> None:
     """Frozen weights in ``dtype`` on ``device``; trained tensors stay float32 (their master copies).
 
     Each weight is cast before it moves, so a bf16 UNet never exists in float32 on the device.
     """
-    pipe.vae.to(device=device, dtype=dtype).requires_grad_(False)
-    pipe.text_encoder.to(device=device, dtype=dtype).requires_grad_(False)
+    place(pipe.vae, device, dtype).requires_grad_(False)
+    place(pipe.text_encoder, device, dtype).requires_grad_(False)
     wanted = set(trainable)
     for name, param in pipe.unet.named_parameters():
         param.data = param.data.to(device=device, dtype=torch.float32 if name in wanted else dtype)
