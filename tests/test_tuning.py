@@ -10,7 +10,7 @@ from tuneavideo.adapter import AdapterError, load_adapter, set_trainable, traina
 from tuneavideo.config import DEFAULT_TRAINABLE, RunConfig
 from tuneavideo.loading import BaseModel
 from tuneavideo.models import TuneAVideoUNet
-from tuneavideo.tuning import ADAPTER, INVERSION, RunError, tune
+from tuneavideo.tuning import ADAPTER, INVERSION, RunError, apply_profile, tune
 from tuneavideo.video import write_video
 
 
@@ -58,12 +58,14 @@ def test_trainable_set_is_the_declared_patterns():
     assert trainable_names(video, ("attn_temp",)) == sorted(n for n in expected if "attn_temp" in n)
 
 
-@pytest.mark.parametrize("checkpointing", [False, True])
+@pytest.mark.parametrize("checkpointing", ["off", "diffusers", "default", "low-memory"])
 def test_every_trainable_tensor_gets_a_gradient(checkpointing):
     video = TuneAVideoUNet.from_unet2d(tiny_unet())
     names = set_trainable(video, DEFAULT_TRAINABLE)
-    if checkpointing:
+    if checkpointing == "diffusers":
         video.enable_gradient_checkpointing()
+    elif checkpointing != "off":
+        assert apply_profile(video, checkpointing)  # it checkpointed something
     video.train()
     params = dict(video.named_parameters())
     optimizer = torch.optim.AdamW([params[n] for n in names], lr=1e-3)
