@@ -42,10 +42,8 @@ METRICS = ("alignment", "preservation", "motion_error", "consistency", "detected
 
 def held_out() -> set[tuple[str, str, str]]:
     """(colour, shape, background) triples the toy model never saw in pretraining."""
-    try:
-        from tuneavideo.toymodel.pretrain import HELD_OUT
-    except ImportError:
-        return set()
+    from tuneavideo.toymodel.data import HELD_OUT
+
     return {tuple(item) for item in HELD_OUT}
 
 

@@ -16,7 +16,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert main(["demo", "--output", str(out), "--train-steps", "3", "--steps", "3"]) == 0
     assert str(out) in capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
-    assert [e["edit"] for e in report["edits"]] == [{"colour": "blue"}, {"shape": "square"}, {"background": "white snow"}]
+    assert [e["edit"] for e in report["edits"]] == [{"colour": "green"}, {"shape": "square"}, {"background": "white snow"}]
     for entry in report["edits"]:
         assert 0 <= entry["alignment"] <= 1 and entry["motion_error"] >= 0
     assert (out / "grid.png").stat().st_size > 0 and (out / "report.html").exists()

@@ -1,6 +1,6 @@
 """``tuneavideo demo``: the whole method on the bundled toy model, offline, in minutes on a CPU.
 
-Renders a toy-world clip (a red circle moving right on green grass), tunes the bundled model on it,
+Renders a toy-world clip (a red circle moving right on blue sky), tunes the bundled model on it,
 inverts it, edits it three ways (object colour, object shape, background), and writes the videos,
 a grid and a report with the detector's metrics into one folder.
 """
@@ -38,8 +38,9 @@ class DemoSettings:
     seed: int = 33
 
 
-SOURCE = Clip(shape="circle", colour="red", size="large", background="green grass", path="right", num_frames=8)
-EDITS = ({"colour": "blue"}, {"shape": "square"}, {"background": "white snow"})
+# Neither the source nor its edits is a caption combination held out of the toy model's pretraining.
+SOURCE = Clip(shape="circle", colour="red", size="large", background="blue sky", path="right", num_frames=8)
+EDITS = ({"colour": "green"}, {"shape": "square"}, {"background": "white snow"})
 
 
 def _fresh_folder(output: str | Path | None) -> Path:
