@@ -26,3 +26,12 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     # A second run never overwrites the first.
     assert main(["demo", "--output", str(out), "--train-steps", "1", "--steps", "2"]) == 0
     assert (tmp_path / "demo-2" / "report.json").exists()
+
+
+def test_demo_clips_avoid_the_held_out_combinations():
+    from tuneavideo.demo import EDITS, SOURCE
+    from tuneavideo.toymodel.data import is_held_out
+    from tuneavideo.toyworld import with_attributes
+
+    for clip in [SOURCE] + [with_attributes(SOURCE, **change) for change in EDITS]:
+        assert not is_held_out(clip.colour, clip.shape, clip.background)

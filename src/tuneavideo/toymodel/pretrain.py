@@ -1,0 +1,548 @@
+"""Pre-train the toy text-to-image latent diffusion model ("toy-sd") on the procedural toy world.
+
+Stable Diffusion's weights cannot be downloaded everywhere, so the project ships a small model with
+exactly Stable Diffusion's layout (``AutoencoderKL``, ``UNet2DConditionModel`` with SD's block types
+and layer-norm transformer blocks, ``CLIPTextModel`` + ``CLIPTokenizer``, SD's noise schedule),
+trained on 64x64 renders of :mod:`tuneavideo.toyworld` with their captions. It loads with
+``StableDiffusionPipeline.from_pretrained`` like a real SD base, and Tune-A-Video inflates it as it
+inflates SD.
+
+Training, all on the CPU and seeded:
+
+1. **VAE** (64x64x3 -> 16x16x4): reconstruction (MSE + L1, object pixels weighted up) plus a small
+   KL term, on freshly rendered scenes.
+2. **Latent cache**: a fixed set of rendered training scenes is encoded once (posterior mean and
+   std); the latent scaling factor is set so that scaled latents have unit variance.
+3. **UNet + text encoder**, jointly: epsilon-prediction MSE (min-SNR weighted) at uniformly random
+   timesteps of SD's scaled-linear schedule, on posterior samples of the cached latents with random
+   caption templates (10% empty captions, for classifier-free guidance with ``""`` as the
+   unconditional prompt); AdamW, warm-up then cosine decay, an exponential moving average (EMA) of
+   both networks is what is saved.
+
+The (colour, shape, background) combinations in :data:`~tuneavideo.toymodel.data.HELD_OUT` are never
+rendered during training; :mod:`tuneavideo.toymodel.evaluate` measures the model on them.
+
+Command line::
+
+    python -m tuneavideo.toymodel.pretrain --output DIR            # the shipped model (about an hour)
+    python -m tuneavideo.toymodel.pretrain --output DIR --fast     # a few minutes: a smoke-test model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import HELD_OUT, render_batch, random_caption, scene_attributes, training_scene
+from .tokenizer import MODEL_MAX_LENGTH, load_tokenizer, save_tokenizer_files
+
+__all__ = ["FAST", "FULL", "HELD_OUT", "PretrainConfig", "SD_SCHEDULER", "build_models", "pretrain", "save_pipeline"]
+
+#: Stable Diffusion 1.x's scheduler config (the PNDM scheduler it ships with; the schedule is what matters).
+SD_SCHEDULER: dict = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "steps_offset": 1,
+    "set_alpha_to_one": False,
+    "clip_sample": False,
+    "skip_prk_steps": True,
+    "prediction_type": "epsilon",
+    "trained_betas": None,
+}
+
+IMAGE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Every setting of a pre-training run (the defaults are the shipped model's run)."""
+
+    seed: int = 0
+    # one thread: on a shared 2-core machine two OpenMP threads stall each other whenever another
+    # process takes a core (measured 5-10x slower steps), one thread runs steadily
+    threads: int = 1
+    # architecture
+    vae_channels: tuple[int, ...] = (16, 32, 64)  # 3 levels: 64x64 -> 16x16 latents (scale 4)
+    vae_groups: int = 8
+    unet_channels: tuple[int, ...] = (32, 64, 128)
+    unet_heads: int = 4
+    unet_groups: int = 16
+    text_width: int = 128
+    text_layers: int = 3
+    text_heads: int = 4
+    # VAE training
+    vae_steps: int = 1000
+    vae_batch: int = 8
+    vae_lr: float = 2e-3
+    kl_weight: float = 1e-6  # relative to the per-pixel reconstruction loss, per latent element
+    object_weight: float = 4.0  # extra reconstruction weight on object pixels
+    # initial log-variance of the VAE posterior (bias of quant_conv's logvar half): starting with little
+    # sampling noise (std ~0.05) instead of std 1 makes the VAE learn colours several times faster
+    vae_logvar_init: float = -6.0
+    # latent cache
+    num_scenes: int = 12000
+    # UNet + text encoder training
+    unet_steps: int = 2800
+    unet_batch: int = 32
+    lr: float = 8e-4
+    warmup_steps: int = 100
+    final_lr_fraction: float = 0.1
+    decay_fraction: float = 0.4  # constant learning rate, then cosine decay over this last part of the steps
+    weight_decay: float = 0.01
+    min_snr_gamma: float = 5.0
+    # "offset noise": extra per-(sample, channel) constant noise of this std, so that the model cannot read
+    # the image's global colour (the background) off the noisy latents at high timesteps (0: off)
+    offset_noise: float = 0.1
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.1
+    clip_caption_probability: float = 0.3
+    max_grad_norm: float = 1.0
+    # safety net: stop the UNet phase after this many minutes of the whole run (None: never)
+    max_minutes: float | None = None
+    # stop the UNet phase after this many steps (the learning-rate schedule still spans unet_steps):
+    # reproduces a run that max_minutes cut short
+    unet_stop_step: int | None = None
+    # start from the VAE of an earlier run's pipeline folder instead of a fresh one (with vae_steps=0 the
+    # VAE phase is skipped; its scaling factor is recomputed from the latent cache)
+    vae_from: str | None = None
+    # monitoring and storage
+    log_every: int = 50
+    monitor_every: int = 500  # quick held-out sampling check (0: off)
+    snapshot_dir: str | None = None  # where the monitor writes its sample grid and the current pipeline
+    unet_storage_dtype: str = "float32"  # the weights on disk ("float16" halves the size; loaded back as float32)
+    vae_storage_dtype: str = "float32"
+
+
+#: The shipped model's run.
+FULL = PretrainConfig()
+
+#: A few minutes: a usable-looking smoke-test model (not the shipped quality).
+FAST = replace(
+    FULL, vae_steps=300, num_scenes=2000, unet_steps=300, warmup_steps=30, ema_decay=0.99, monitor_every=0, log_every=25
+)
+
+
+# --------------------------------------------------------------------------------------------- models
+
+
+def build_models(config: PretrainConfig, tokenizer) -> tuple:
+    """Fresh ``(vae, text_encoder, unet)`` for ``config`` (seeded by the caller)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    levels = len(config.vae_channels)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=tuple(config.vae_channels),
+        layers_per_block=1,
+        act_fn="silu",
+        latent_channels=4,
+        norm_num_groups=config.vae_groups,
+        sample_size=IMAGE_SIZE,
+        scaling_factor=1.0,  # set from the data after the VAE is trained
+    )
+    with torch.no_grad():  # quant_conv maps to (mean, logvar): start with a small, nearly constant logvar
+        latent = vae.config.latent_channels
+        vae.quant_conv.weight[latent:] *= 0.1
+        vae.quant_conv.bias[latent:] = config.vae_logvar_init
+    text_config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.text_width,
+        intermediate_size=4 * config.text_width,
+        projection_dim=config.text_width,
+        num_hidden_layers=config.text_layers,
+        num_attention_heads=config.text_heads,
+        max_position_embeddings=tokenizer.model_max_length,
+        hidden_act="quick_gelu",
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    text_encoder = CLIPTextModel(text_config)
+    unet = UNet2DConditionModel(
+        sample_size=IMAGE_SIZE // 2 ** (levels - 1),
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",) * (len(config.unet_channels) - 1) + ("DownBlock2D",),
+        mid_block_type="UNetMidBlock2DCrossAttn",
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (len(config.unet_channels) - 1),
+        block_out_channels=tuple(config.unet_channels),
+        layers_per_block=1,
+        norm_num_groups=config.unet_groups,
+        cross_attention_dim=config.text_width,
+        attention_head_dim=config.unet_heads,  # diffusers' SD configs store the number of heads here
+        flip_sin_to_cos=True,
+        freq_shift=0,
+    )
+    return vae, text_encoder, unet
+
+
+def _storage_copy(module: torch.nn.Module, dtype_name: str) -> torch.nn.Module:
+    """A copy of ``module`` with its floating-point weights in ``dtype_name`` (for saving)."""
+    import copy
+
+    dtype = getattr(torch, dtype_name)
+    module = copy.deepcopy(module)
+    with torch.no_grad():
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            if tensor.is_floating_point():
+                tensor.data = tensor.data.to(dtype)
+    return module
+
+
+def save_pipeline(folder: str | Path, vae, text_encoder, tokenizer_dir: Path, unet, config: PretrainConfig) -> Path:
+    """Write a Stable Diffusion pipeline folder (``model_index.json`` and the five component folders)."""
+    import shutil
+
+    from diffusers import PNDMScheduler
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        if (folder / name).exists():
+            shutil.rmtree(folder / name)
+    _storage_copy(unet, config.unet_storage_dtype).save_pretrained(folder / "unet", safe_serialization=True)
+    _storage_copy(vae, config.vae_storage_dtype).save_pretrained(folder / "vae", safe_serialization=True)
+    text_encoder.to(torch.float32).save_pretrained(folder / "text_encoder", safe_serialization=True)
+    shutil.copytree(tokenizer_dir, folder / "tokenizer")
+    scheduler = PNDMScheduler(**{k: v for k, v in SD_SCHEDULER.items() if k != "clip_sample"})
+    scheduler.save_pretrained(folder / "scheduler")
+    # SD's scheduler_config.json also names clip_sample (used by the DDIM scheduler it is swapped for)
+    path = folder / "scheduler" / "scheduler_config.json"
+    scheduler_config = json.loads(path.read_text(encoding="utf-8"))
+    scheduler_config.update({k: v for k, v in SD_SCHEDULER.items() if k not in scheduler_config})
+    path.write_text(json.dumps(dict(sorted(scheduler_config.items())), indent=2) + "\n", encoding="utf-8")
+    import diffusers
+
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "PNDMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+class _Log:
+    def __init__(self, progress: bool, start: float):
+        self.progress = progress
+        self.start = start
+
+    def __call__(self, message: str) -> None:
+        if self.progress:
+            minutes = (time.time() - self.start) / 60
+            print(f"[{minutes:6.1f} min] {message}", flush=True)
+
+
+def _lr_factor(step: int, total: int, warmup: int, final: float, decay_fraction: float = 1.0) -> float:
+    """Linear warm-up, constant, then cosine decay to ``final`` over the last ``decay_fraction`` of the
+    steps (fractions of the peak learning rate)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    decay_start = max(warmup, total - int(round(decay_fraction * (total - warmup))))
+    if step < decay_start:
+        return 1.0
+    progress = min(1.0, (step - decay_start) / max(1, total - decay_start))
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1 - decay)
+
+
+def _train_vae(vae, config: PretrainConfig, rng: np.random.Generator, gen: torch.Generator, log: _Log) -> dict:
+    vae.train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
+    warmup = max(1, min(50, config.vae_steps // 10))
+    history, t0 = [], time.time()
+    for step in range(config.vae_steps):
+        for group in optimizer.param_groups:
+            group["lr"] = config.vae_lr * _lr_factor(step, config.vae_steps, warmup, 0.05)
+        scenes = [training_scene(rng) for _ in range(config.vae_batch)]
+        images, masks = (torch.from_numpy(a) for a in render_batch(scenes, IMAGE_SIZE))
+        posterior = vae.encode(images).latent_dist
+        latents = posterior.sample(generator=gen)
+        recon = vae.decode(latents).sample
+        err = recon - images
+        weight = 1.0 + config.object_weight * masks
+        rec_loss = (weight * (err.square() + 0.1 * err.abs())).mean()
+        kl = posterior.kl().mean() / latents[0].numel()
+        loss = rec_loss + config.kl_weight * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        history.append((rec_loss.item(), kl.item()))
+        if config.log_every and ((step + 1) % config.log_every == 0 or step + 1 == config.vae_steps):
+            recent = np.mean(history[-config.log_every :], axis=0)
+            log(f"vae step {step + 1}/{config.vae_steps}  rec {recent[0]:.5f}  kl/elem {recent[1]:.3f}")
+    vae.eval()
+    tail = np.mean(history[-max(1, len(history) // 10) :], axis=0) if history else (float("nan"), float("nan"))
+    return {"seconds": time.time() - t0, "final_reconstruction_loss": float(tail[0]), "final_kl_per_element": float(tail[1])}
+
+
+@torch.no_grad()
+def _encode_dataset(vae, config: PretrainConfig, rng: np.random.Generator, log: _Log):
+    scenes = [training_scene(rng) for _ in range(config.num_scenes)]
+    attributes = torch.tensor([scene_attributes(s) for s in scenes], dtype=torch.long)
+    means, stds = [], []
+    chunk = 256
+    for start in range(0, len(scenes), chunk):
+        images, _ = render_batch(scenes[start : start + chunk], IMAGE_SIZE)
+        posterior = vae.encode(torch.from_numpy(images)).latent_dist
+        means.append(posterior.mean)
+        stds.append(posterior.std)
+    mean, std = torch.cat(means), torch.cat(stds)
+    # variance of a posterior sample = variance of the means + mean posterior variance
+    total_var = mean.var().item() + std.square().mean().item()
+    scaling = 1.0 / math.sqrt(total_var)
+    log(f"encoded {len(scenes)} scenes; latent mean {mean.mean().item():+.3f}, std {math.sqrt(total_var):.3f}, "
+        f"posterior std {std.mean().item():.3f} -> scaling_factor {scaling:.4f}")
+    return mean, std, attributes, scaling
+
+
+def _monitor(vae, text_encoder, tokenizer, unet, log: _Log, seed: int, snapshot: Path | None, step: int) -> dict:
+    """Quick check: one 20-step sample per held-out combination, read by the detector."""
+    from .evaluate import sample_and_detect
+
+    prompts = [f"a {colour} {shape} on {background}" for colour, shape, background in HELD_OUT]
+    result = sample_and_detect(
+        vae, text_encoder, tokenizer, unet, prompts, [dict(colour=c, shape=s, background=b) for c, s, b in HELD_OUT],
+        num_inference_steps=20, guidance_scale=7.5, seed=seed,
+    )
+    log("monitor (held-out, 1 sample each, 20 DDIM steps): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in result["accuracy"].items()))
+    if snapshot is not None:
+        from PIL import Image
+
+        snapshot.mkdir(parents=True, exist_ok=True)
+        grid = np.concatenate(list(result["images"]), axis=1)
+        Image.fromarray((np.clip(grid, 0, 1) * 255).round().astype(np.uint8)).save(snapshot / f"monitor-{step:05d}.png")
+    return result["accuracy"]
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def pretrain(
+    output_dir: str | Path,
+    *,
+    seed: int = 0,
+    fast: bool = False,
+    vae_steps: int | None = None,
+    unet_steps: int | None = None,
+    max_minutes: float | None = None,
+    progress: bool = True,
+    **overrides,
+) -> dict:
+    """Train the toy SD model and write it as a diffusers pipeline folder at ``output_dir``.
+
+    ``fast`` starts from :data:`FAST` instead of :data:`FULL`; ``vae_steps``, ``unet_steps``,
+    ``max_minutes`` and any other :class:`PretrainConfig` field given as a keyword override it.
+    Same seed, settings and thread count -> the same weights. Returns the run summary that is also
+    written to ``output_dir/training.json``.
+    """
+    base = FAST if fast else FULL
+    changes = dict(overrides, seed=seed)
+    if vae_steps is not None:
+        changes["vae_steps"] = vae_steps
+    if unet_steps is not None:
+        changes["unet_steps"] = unet_steps
+    if max_minutes is not None:
+        changes["max_minutes"] = max_minutes
+    known = {f.name for f in fields(PretrainConfig)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise TypeError(f"unknown pretrain settings: {', '.join(unknown)}")
+    config = replace(base, **changes)
+    output_dir = Path(output_dir)
+
+    start = time.time()
+    log = _Log(progress, start)
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        return _pretrain(output_dir, config, log, start)
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
+def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float) -> dict:
+    import copy
+    import tempfile
+
+    from diffusers import DDPMScheduler
+
+    log(f"pretrain -> {output_dir}  ({json.dumps(asdict(config))})")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer_dir = save_tokenizer_files(Path(tmp) / "tokenizer", model_max_length=MODEL_MAX_LENGTH)
+        tokenizer = load_tokenizer(tokenizer_dir)
+        vae, text_encoder, unet = build_models(config, tokenizer)
+        sizes = {name: sum(p.numel() for p in m.parameters()) for name, m in
+                 (("vae", vae), ("text_encoder", text_encoder), ("unet", unet))}
+        log("parameters: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in sizes.items()))
+
+        # 1. VAE
+        if config.vae_from:
+            from diffusers import AutoencoderKL
+
+            vae = AutoencoderKL.from_pretrained(Path(config.vae_from) / "vae", local_files_only=True).float()
+            log(f"VAE taken from {config.vae_from}")
+        vae_summary = _train_vae(vae, config, rng, gen, log)
+        vae.requires_grad_(False)
+
+        # 2. latent cache
+        t0 = time.time()
+        mean, std, attributes, scaling = _encode_dataset(vae, config, rng, log)
+        vae.register_to_config(scaling_factor=scaling)
+        cache_seconds = time.time() - t0
+
+        # 3. UNet + text encoder
+        noise_scheduler = DDPMScheduler(**{k: v for k, v in SD_SCHEDULER.items() if k not in ("skip_prk_steps", "set_alpha_to_one")})
+        alphas_cumprod = noise_scheduler.alphas_cumprod
+        snr = alphas_cumprod / (1 - alphas_cumprod)
+        loss_weight = torch.clamp(snr, max=config.min_snr_gamma) / snr if config.min_snr_gamma else torch.ones_like(snr)
+
+        unet.train()
+        text_encoder.train()
+        ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
+        ema_unet.requires_grad_(False)
+        ema_text.requires_grad_(False)
+        params = list(unet.parameters()) + list(text_encoder.parameters())
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        history: list[float] = []
+        monitors: list[dict] = []
+        t0 = time.time()
+        steps_done = 0
+        monitor_seconds = 0.0
+        stopped_early = False
+        n = mean.shape[0]
+        for step in range(config.unet_steps):
+            if config.unet_stop_step is not None and step >= config.unet_stop_step:
+                break
+            if config.max_minutes is not None and (time.time() - start) / 60 > config.max_minutes:
+                stopped_early = True
+                log(f"time budget of {config.max_minutes} min reached after {step} UNet steps; stopping")
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * _lr_factor(
+                step, config.unet_steps, config.warmup_steps, config.final_lr_fraction, config.decay_fraction)
+            index = torch.randint(n, (config.unet_batch,), generator=gen)
+            latents = (mean[index] + std[index] * torch.randn(mean[index].shape, generator=gen)) * scaling
+            captions = [random_caption(attributes[i].tolist(), rng, config.clip_caption_probability, config.caption_dropout)
+                        for i in index]
+            ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                            return_tensors="pt").input_ids
+            context = text_encoder(ids)[0]
+            noise = torch.randn(latents.shape, generator=gen)
+            if config.offset_noise:
+                noise = noise + config.offset_noise * torch.randn(latents.shape[:2] + (1, 1), generator=gen)
+            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (config.unet_batch,), generator=gen)
+            noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+            prediction = unet(noisy, timesteps, context).sample
+            per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
+            loss = (loss_weight[timesteps] * per_sample).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            decay = min(config.ema_decay, (1 + step) / (10 + step))
+            _ema_update(ema_unet, unet, decay)
+            _ema_update(ema_text, text_encoder, decay)
+            history.append(per_sample.mean().item())
+            steps_done = step + 1
+            if config.log_every and (steps_done % config.log_every == 0 or steps_done == config.unet_steps):
+                rate = (time.time() - t0 - monitor_seconds) / steps_done
+                log(f"unet step {steps_done}/{config.unet_steps}  mse {np.mean(history[-config.log_every:]):.4f}  "
+                    f"lr {optimizer.param_groups[0]['lr']:.2e}  {rate:.2f} s/step")
+            if config.monitor_every and steps_done % config.monitor_every == 0 and steps_done < config.unet_steps:
+                m0 = time.time()
+                snapshot = Path(config.snapshot_dir) if config.snapshot_dir else None
+                monitors.append({"step": steps_done, **_monitor(vae, ema_text, tokenizer, ema_unet, log, config.seed,
+                                                                snapshot, steps_done)})
+                if snapshot is not None:
+                    save_pipeline(snapshot / "pipeline", vae, ema_text, tokenizer_dir, ema_unet, config)
+                monitor_seconds += time.time() - m0
+        unet_seconds = time.time() - t0
+
+        summary = {
+            "config": asdict(config),
+            "parameters": sizes,
+            "vae": vae_summary,
+            "scaling_factor": scaling,
+            "latent_cache_seconds": cache_seconds,
+            "unet_steps_done": steps_done,
+            "unet_stopped_early": stopped_early,
+            "unet_seconds": unet_seconds,
+            "monitor_seconds": monitor_seconds,
+            "final_mse": float(np.mean(history[-max(1, len(history) // 10) :])) if history else None,
+            "monitor": monitors,
+            "held_out": [list(t) for t in HELD_OUT],
+            "threads": config.threads,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        }
+        save_pipeline(output_dir, vae, ema_text, tokenizer_dir, ema_unet, config)
+        summary["total_seconds"] = time.time() - start
+        summary["weights_bytes"] = sum(p.stat().st_size for p in output_dir.rglob("*.safetensors"))
+        (output_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        log(f"done in {summary['total_seconds'] / 60:.1f} min; weights {summary['weights_bytes'] / 1e6:.1f} MB -> {output_dir}")
+        return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tuneavideo.toymodel.pretrain", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", "-o", required=True, help="the pipeline folder to write")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fast", action="store_true", help="a few minutes instead of about an hour (smoke-test quality)")
+    parser.add_argument("--vae-steps", type=int)
+    parser.add_argument("--unet-steps", type=int)
+    parser.add_argument("--max-minutes", type=float, help="stop the UNet phase once the run has taken this long")
+    parser.add_argument("--unet-stop-step", type=int, help="stop the UNet phase after this many steps (the schedule still spans --unet-steps)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    parser.add_argument("--snapshot-dir", help="write the monitor's sample grids and the current pipeline here")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    extra = {"threads": args.threads} if args.threads else {}
+    if args.unet_stop_step is not None:
+        extra["unet_stop_step"] = args.unet_stop_step
+    if args.snapshot_dir:
+        extra["snapshot_dir"] = args.snapshot_dir
+    pretrain(args.output, seed=args.seed, fast=args.fast, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
+             max_minutes=args.max_minutes, progress=not args.quiet, **extra)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

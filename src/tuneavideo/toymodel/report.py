@@ -1,0 +1,115 @@
+"""Write ``TRAINING.md`` for a pre-trained toy model folder from its ``training.json`` and evaluation results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def write_report(folder: str | Path, results: dict, command: str | None = None) -> Path:
+    """``results``: ``{"held_out": evaluate_model(...), "train": evaluate_model(...)}`` (records dropped)."""
+    folder = Path(folder)
+    training = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+    config = training["config"]
+    weights = {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*.safetensors"))}
+    params = training["parameters"]
+    if command is None:
+        flags = [] if config["seed"] == 0 else [f"--seed {config['seed']}"]
+        if training.get("unet_stopped_early"):  # cut short by --max-minutes: stop at the same step
+            flags.append(f"--unet-stop-step {training['unet_steps_done']}")
+        command = "python -m tuneavideo.toymodel.pretrain --output src/tuneavideo/assets/toy-sd " + " ".join(flags)
+    lines = [
+        "# toy-sd: how this model was trained",
+        "",
+        "A small text-to-image latent diffusion model in Stable Diffusion's diffusers layout, trained from scratch",
+        "on 64x64 renders of the procedural toy world (`tuneavideo.toyworld`). Written by",
+        "`tuneavideo.toymodel.pretrain`; measured by `tuneavideo.toymodel.evaluate`.",
+        "",
+        "## Reproduce",
+        "",
+        "```",
+        f"nice {command.strip()}",
+        "python -m tuneavideo.toymodel.evaluate src/tuneavideo/assets/toy-sd --samples "
+        f"{results['held_out']['settings']['n_samples']} --seed {results['held_out']['settings']['seed']} "
+        f"--steps {results['held_out']['settings']['num_inference_steps']} "
+        f"--guidance {results['held_out']['settings']['guidance_scale']:g} --report",
+        "```",
+        "",
+        f"Seed {config['seed']}, torch.set_num_threads({training['threads']}) (same seed, settings and thread count give",
+        f"the same weights), torch {training['torch']}, Python {training['python']}.",
+        "",
+        "## Run",
+        "",
+        f"* Total time: {training['total_seconds'] / 60:.1f} min on the CPU "
+        f"(VAE {training['vae']['seconds'] / 60:.1f} min, latent cache {training['latent_cache_seconds'] / 60:.1f} min, "
+        f"UNet + text encoder {training['unet_seconds'] / 60:.1f} min).",
+        f"* VAE: {config['vae_steps']} steps x {config['vae_batch']} freshly rendered scenes, AdamW lr {config['vae_lr']}, "
+        f"MSE + 0.1 L1 (object pixels x{1 + config['object_weight']:g}) + {config['kl_weight']:g} KL per latent element, "
+        f"posterior log-variance initialised at {config['vae_logvar_init']:g}; "
+        f"final reconstruction loss {training['vae']['final_reconstruction_loss']:.5f}.",
+        f"* Latent cache: {config['num_scenes']} rendered training scenes encoded once; "
+        f"scaling_factor {training['scaling_factor']:.4f} (unit-variance latents).",
+        f"* UNet + text encoder: {training['unet_steps_done']} of {config['unet_steps']} steps x {config['unet_batch']} "
+        f"(posterior samples of cached latents, random caption templates incl. clip templates "
+        f"{_pct(config['clip_caption_probability'])}, empty caption {_pct(config['caption_dropout'])}); "
+        f"epsilon MSE with min-SNR-{config['min_snr_gamma']:g} weighting, AdamW lr {config['lr']} "
+        f"(warm-up {config['warmup_steps']}, constant, cosine to {config['final_lr_fraction']:g}x over the last "
+        f"{_pct(config['decay_fraction'])}), EMA {config['ema_decay']} "
+        f"(the saved weights); final MSE {training['final_mse']:.4f}.",
+        "",
+        "## Architecture",
+        "",
+        f"* VAE (`AutoencoderKL`): block_out_channels {tuple(config['vae_channels'])}, 1 layer per block, "
+        f"64x64x3 -> {64 // 2 ** (len(config['vae_channels']) - 1)}x{64 // 2 ** (len(config['vae_channels']) - 1)}x4; "
+        f"{params['vae'] / 1e6:.2f}M parameters, stored {config['vae_storage_dtype']}.",
+        f"* UNet (`UNet2DConditionModel`): block_out_channels {tuple(config['unet_channels'])}, CrossAttnDownBlock2D x"
+        f"{len(config['unet_channels']) - 1} + DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D + CrossAttnUpBlock2D x"
+        f"{len(config['unet_channels']) - 1}, 1 layer per block, {config['unet_heads']} heads, layer-norm transformer "
+        f"blocks, cross-attention width {config['text_width']}; {params['unet'] / 1e6:.2f}M parameters, stored "
+        f"{config['unet_storage_dtype']} (loaded as float32 by default).",
+        f"* Text encoder (`CLIPTextModel`): width {config['text_width']}, {config['text_layers']} layers, "
+        f"{config['text_heads']} heads, 16 positions; {params['text_encoder'] / 1e6:.2f}M parameters, stored float32.",
+        "* Tokenizer (`CLIPTokenizer`): CLIP's byte-level BPE layout with our own vocab.json/merges.txt, every "
+        "caption word of the toy world one token; `model_max_length` 16.",
+        "* Scheduler: Stable Diffusion's `PNDMScheduler` config (scaled_linear 0.00085 -> 0.012, 1000 steps, epsilon).",
+        f"* Weights: {sum(weights.values()) / 1e6:.1f} MB in all ("
+        + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in weights.items()) + ").",
+        "",
+        "## Held-out combinations",
+        "",
+        "These (colour, shape, background) triples were never rendered during training (VAE or UNet):",
+        "",
+    ]
+    lines += [f"* {c} {s} on {b}" for c, s, b in training["held_out"]]
+    lines += ["", "## Measured quality", ""]
+    for kind, title in (("held_out", "held-out combinations"), ("train", "training combinations (for comparison)")):
+        if kind not in results:
+            continue
+        result = results[kind]
+        s = result["settings"]
+        acc = result["accuracy"]
+        lines += [
+            f"### {title}",
+            "",
+            f"{s['samples']} samples ({s['n_samples']} per combination, noise seeds {s['seed']}..{s['seed'] + s['samples'] - 1}), "
+            f"DDIM {s['num_inference_steps']} steps, guidance {s['guidance_scale']}, unconditional prompt \"\", "
+            "caption templates cycled; read by `tuneavideo.toyworld.detect.detect_frame`.",
+            "",
+            "| colour | shape | background | all three | size (prompts naming one) | object found |",
+            "|---|---|---|---|---|---|",
+            f"| {_pct(acc.get('colour'))} | {_pct(acc.get('shape'))} | {_pct(acc.get('background'))} | {_pct(acc.get('all'))} "
+            f"| {_pct(acc.get('size'))} | {_pct(acc.get('found'))} |",
+            "",
+        ]
+        if kind == "held_out":
+            lines += ["| combination | colour | shape | background |", "|---|---|---|---|"]
+            for name, per in result["per_combination"].items():
+                lines.append(f"| {name} | {_pct(per['colour'])} | {_pct(per['shape'])} | {_pct(per['background'])} |")
+            lines.append("")
+    path = folder / "TRAINING.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

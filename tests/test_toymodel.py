@@ -1,0 +1,241 @@
+"""The bundled toy text-to-image model (src/tuneavideo/assets/toy-sd) and its training code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tuneavideo.toymodel.data import HELD_OUT, is_held_out, random_caption, training_scene
+from tuneavideo.toyworld.detect import detect_frame
+from tuneavideo.toyworld.render import (
+    BACKGROUNDS,
+    CAPTION_TEMPLATES,
+    CLIP_CAPTION_TEMPLATES,
+    COLOURS,
+    PATHS,
+    SHAPES,
+    SIZES,
+    all_caption_words,
+)
+
+BUNDLED = Path(__file__).resolve().parents[1] / "src" / "tuneavideo" / "assets" / "toy-sd"
+SD_BLOCKS = {"CrossAttnDownBlock2D", "DownBlock2D", "UNetMidBlock2DCrossAttn", "UpBlock2D", "CrossAttnUpBlock2D"}
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(BUNDLED, local_files_only=True)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# ------------------------------------------------------------------------------------------ the folder
+
+
+def test_bundled_folder_is_a_stable_diffusion_pipeline(pipe):
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    index = json.loads((BUNDLED / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    assert index["safety_checker"] == [None, None] and index["feature_extractor"] == [None, None]
+    # each component loads with its own diffusers / transformers class, as a real SD base does
+    unet = UNet2DConditionModel.from_pretrained(BUNDLED / "unet", local_files_only=True)
+    vae = AutoencoderKL.from_pretrained(BUNDLED / "vae", local_files_only=True)
+    text_encoder = CLIPTextModel.from_pretrained(BUNDLED / "text_encoder", local_files_only=True)
+    tokenizer = CLIPTokenizer.from_pretrained(BUNDLED / "tokenizer", local_files_only=True)
+    scheduler = PNDMScheduler.from_pretrained(BUNDLED / "scheduler", local_files_only=True)
+    assert isinstance(pipe.unet, UNet2DConditionModel) and isinstance(pipe.vae, AutoencoderKL)
+    assert isinstance(pipe.text_encoder, CLIPTextModel) and isinstance(pipe.tokenizer, CLIPTokenizer)
+    assert pipe.safety_checker is None
+    for model in (unet, vae, pipe.unet, pipe.vae, pipe.text_encoder):
+        assert next(model.parameters()).dtype == torch.float32  # fp16 storage is loaded as float32
+
+    blocks = set(unet.config.down_block_types) | set(unet.config.up_block_types) | {unet.config.mid_block_type}
+    assert blocks <= SD_BLOCKS
+    from diffusers.models.attention import BasicTransformerBlock
+
+    transformer_blocks = [m for m in unet.modules() if isinstance(m, BasicTransformerBlock)]
+    assert transformer_blocks and all(b.norm_type == "layer_norm" and b.attn2 is not None for b in transformer_blocks)
+    assert unet.config.in_channels == unet.config.out_channels == vae.config.latent_channels == 4
+    assert unet.config.cross_attention_dim == text_encoder.config.hidden_size
+
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    assert 64 % scale == 0 and unet.config.sample_size * scale == 64
+    with torch.no_grad():
+        latents = vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean
+    assert latents.shape == (1, 4, 64 // scale, 64 // scale)
+    assert 0.05 < vae.config.scaling_factor < 20
+
+    config = scheduler.config
+    assert (config.beta_start, config.beta_end, config.beta_schedule) == (0.00085, 0.012, "scaled_linear")
+    assert config.num_train_timesteps == 1000 and config.steps_offset == 1 and config.set_alpha_to_one is False
+    assert config.prediction_type == "epsilon"
+    assert json.loads((BUNDLED / "scheduler" / "scheduler_config.json").read_text())["clip_sample"] is False
+    assert (BUNDLED / "TRAINING.md").is_file()
+
+
+def test_bundled_weights_are_small_safetensors():
+    weights = list(BUNDLED.rglob("*.safetensors"))
+    assert {p.parent.name for p in weights} == {"unet", "vae", "text_encoder"}
+    assert not list(BUNDLED.rglob("*.bin"))
+    assert sum(p.stat().st_size for p in weights) <= 25 * 1024 * 1024
+
+
+def test_project_loader_and_inflation_accept_the_bundled_model():
+    from tuneavideo.loading import load_base
+    from tuneavideo.models import TuneAVideoUNet
+
+    base = load_base(BUNDLED)
+    video_unet = TuneAVideoUNet.from_unet2d(base.unet)
+    torch.manual_seed(0)
+    frame = torch.randn(1, 4, 16, 16)
+    ids = base.tokenizer(["a red circle moving right on green grass"], padding="max_length",
+                         max_length=base.tokenizer.model_max_length, return_tensors="pt").input_ids
+    with torch.no_grad():
+        context = base.text_encoder(ids)[0]
+        image_eps = base.unet(frame, 500, context).sample
+        video_eps = video_unet(frame.unsqueeze(2).expand(-1, -1, 3, -1, -1), 500, context).sample
+    # identical frames: the inflated model equals the image model (temporal layers start at zero)
+    for f in range(3):
+        torch.testing.assert_close(video_eps[:, :, f], image_eps, atol=1e-4, rtol=1e-4)
+
+
+# -------------------------------------------------------------------------------------------- tokenizer
+
+
+def test_tokenizer_maps_each_world_word_to_one_token(pipe):
+    tokenizer = pipe.tokenizer
+    words = all_caption_words()
+    assert {"red", "circle", "grass", "diagonally", "with", "a"} <= words
+    ids = set()
+    for word in words:
+        tokens = tokenizer(word, add_special_tokens=False).input_ids
+        assert len(tokens) == 1, (word, tokenizer.convert_ids_to_tokens(tokens))
+        assert tokens[0] != tokenizer.unk_token_id
+        ids.add(tokens[0])
+    assert len(ids) == len(words)
+    assert tokenizer.bos_token == "<|startoftext|>" and tokenizer.eos_token == "<|endoftext|>"
+    assert tokenizer.pad_token == "<|endoftext|>"
+    assert len(tokenizer) <= pipe.text_encoder.config.vocab_size
+    # the longest captions fit with both special tokens
+    longest = max(len(t.split()) for t in CAPTION_TEMPLATES + CLIP_CAPTION_TEMPLATES) + 2 + 2  # 2-word phrases
+    assert tokenizer.model_max_length >= longest
+    encoded = tokenizer("a small purple triangle moving diagonally on black night").input_ids
+    assert encoded[0] == tokenizer.bos_token_id and encoded[-1] == tokenizer.eos_token_id and len(encoded) == 11
+    assert (BUNDLED / "tokenizer" / "vocab.json").is_file() and (BUNDLED / "tokenizer" / "merges.txt").is_file()
+
+
+# ----------------------------------------------------------------------------------------- generation
+
+# (prompt, colour, shape, background, noise seed): held-out and seen combinations
+PROMPTS = [
+    ("a red circle on green grass", "red", "circle", "green grass", 0),  # held out
+    ("blue sky with a green square", "green", "square", "blue sky", 1),  # held out
+    ("a large yellow cross on sandy beach", "yellow", "cross", "sandy beach", 2),  # held out
+    ("a purple triangle on black night", "purple", "triangle", "black night", 3),  # held out
+    ("a small orange circle on white snow", "orange", "circle", "white snow", 4),
+    ("grey road with a blue square", "blue", "square", "grey road", 5),
+]
+
+
+def test_generated_images_match_the_prompt(pipe):
+    prompts = [p for p, *_ in PROMPTS]
+    generators = [torch.Generator().manual_seed(seed) for *_, seed in PROMPTS]
+    images = pipe(prompts, height=64, width=64, num_inference_steps=15, guidance_scale=7.5,
+                  generator=generators, output_type="np").images
+    assert images.shape == (len(PROMPTS), 64, 64, 3)
+    detections = [detect_frame(image) for image in images]
+    for (prompt, colour, shape, background, _), found in zip(PROMPTS, detections):
+        assert found.found, prompt
+        assert found.colour == colour, (prompt, found.attributes())
+        assert found.background == background, (prompt, found.attributes())
+    shapes_right = sum(found.shape == shape for (_, _, shape, _, _), found in zip(PROMPTS, detections))
+    assert shapes_right >= len(PROMPTS) - 1, [d.attributes() for d in detections]
+
+
+def test_evaluate_model_reports_per_attribute_accuracy():
+    from tuneavideo.toymodel.evaluate import evaluate_model
+
+    result = evaluate_model(BUNDLED, n_samples=2, seed=0, combinations=[HELD_OUT[0]], num_inference_steps=8)
+    assert set(result["accuracy"]) >= {"colour", "shape", "background", "all", "found"}
+    assert all(0.0 <= v <= 1.0 for v in result["accuracy"].values())
+    assert result["settings"]["samples"] == 2
+    assert list(result["per_combination"]) == ["red circle on green grass"]
+
+
+# ---------------------------------------------------------------------------------------- training data
+
+
+def test_held_out_combinations_are_balanced_and_never_trained_on():
+    assert len(set(HELD_OUT)) == len(HELD_OUT)
+    for colour, shape, background in HELD_OUT:
+        assert colour in COLOURS and shape in SHAPES and background in BACKGROUNDS
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert len({(t[a], t[b]) for t in HELD_OUT}) == len(HELD_OUT)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(3000):
+        scene = training_scene(rng)
+        assert not is_held_out(scene.colour, scene.shape, scene.background)
+        seen.add((scene.colour, scene.shape, scene.background))
+    assert len(seen) == len(COLOURS) * len(SHAPES) * len(BACKGROUNDS) - len(HELD_OUT)
+
+
+def test_random_captions_cover_templates_and_the_empty_caption():
+    rng = np.random.default_rng(0)
+    captions = [random_caption((0, 1, 0, 2), rng) for _ in range(2000)]
+    empty = captions.count("") / len(captions)
+    assert 0.07 < empty < 0.13
+    motion = [c for c in captions if any(p in c for p in PATHS.values())]
+    assert 0.2 < len(motion) / len(captions) < 0.35
+    for caption in set(captions) - {""}:
+        words = caption.split()
+        assert "circle" in words and "green" in words and "white" in words and "snow" in words
+        assert not (set(words) - all_caption_words())
+    assert any("small" in c for c in captions) and not any("large" in c for c in captions)
+    assert SIZES  # sizes exist in the vocabulary
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+def test_pretrain_runs_end_to_end_and_the_result_loads(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from tuneavideo.loading import load_base
+    from tuneavideo.toymodel.pretrain import pretrain
+
+    tiny = dict(
+        vae_channels=(8, 8, 8), vae_groups=4, unet_channels=(16, 32, 32), unet_groups=8, unet_heads=2,
+        text_width=16, text_layers=1, text_heads=2, vae_batch=2, unet_batch=2, num_scenes=4, warmup_steps=1,
+        monitor_every=0, log_every=0,
+    )
+    out = tmp_path / "toy"
+    summary = pretrain(out, seed=1, vae_steps=2, unet_steps=3, progress=False, **tiny)
+    assert summary["unet_steps_done"] == 3 and (out / "training.json").is_file()
+    assert json.loads((out / "training.json").read_text())["config"]["seed"] == 1
+
+    pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("a red circle on green grass", height=64, width=64, num_inference_steps=2,
+                 generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert image.shape == (1, 64, 64, 3) and np.isfinite(image).all()
+    base = load_base(out)
+    assert base.vae.config.scaling_factor == pytest.approx(summary["scaling_factor"])
+
+    # same seed and settings: the same weights
+    again = pretrain(tmp_path / "again", seed=1, vae_steps=2, unet_steps=3, progress=False, **tiny)
+    assert again["final_mse"] == summary["final_mse"]
+    from safetensors.torch import load_file
+
+    first = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
+    second = load_file(tmp_path / "again" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(first[k], second[k]) for k in first)
