@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from .config import RunConfig
@@ -22,7 +23,7 @@ from .editing import edit, load_run
 from .loading import load_base
 from .toyworld import Clip, clip_caption, render_clip, with_attributes
 from .toyworld.metrics import score_edit, to_uint8_frames
-from .tuning import slug, tune
+from .tuning import resolve_device, slug, tune
 
 TOY_MODEL = Path(__file__).resolve().parent / "assets" / "toy-sd"
 
@@ -70,7 +71,18 @@ def run_demo(
     steps = steps or settings.steps
     folder = _fresh_folder(output)
     began = time.perf_counter()
+    threads = torch.get_num_threads()
+    if resolve_device(device).type == "cpu":
+        # The toy model is small: one thread is as fast, and two threads on a busy machine spin-wait
+        # (steps measured 10x slower beside another process).
+        torch.set_num_threads(1)
+    try:
+        return _run(folder, began, train_steps, steps, settings, device, progress, log)
+    finally:
+        torch.set_num_threads(threads)
 
+
+def _run(folder, began, train_steps, steps, settings, device, progress, log) -> Path:
     clip = Clip(**{**SOURCE.__dict__, "num_frames": settings.num_frames})
     frames_dir = folder / "source-frames"
     frames_dir.mkdir()
