@@ -94,7 +94,7 @@ class PretrainConfig:
     # latent cache
     num_scenes: int = 12000
     # UNet + text encoder training
-    unet_steps: int = 2800
+    unet_steps: int = 3000
     unet_batch: int = 32
     lr: float = 8e-4
     warmup_steps: int = 100
@@ -102,9 +102,16 @@ class PretrainConfig:
     decay_fraction: float = 0.4  # constant learning rate, then cosine decay over this last part of the steps
     weight_decay: float = 0.01
     min_snr_gamma: float = 5.0
-    # "offset noise": extra per-(sample, channel) constant noise of this std, so that the model cannot read
-    # the image's global colour (the background) off the noisy latents at high timesteps (0: off)
-    offset_noise: float = 0.1
+    # "offset noise": extra per-(sample, channel) constant noise of this std. Stable Diffusion's schedule keeps
+    # sqrt(alpha_bar) = 0.068 of the image at t = 999, and the backgrounds' latent means differ by 1-2 per
+    # channel, so without it the model reads the background off the noisy latents at every timestep, never
+    # learns it from the caption, and draws a grey-ish background from pure noise. At 0.5 the background is
+    # hidden in the noise above t ~ 700, where layouts are decided.
+    offset_noise: float = 0.5
+    # extra weight of the noise-prediction error on latent pixels at and next to the object (0: plain MSE): the
+    # object is a tenth of the image, and its shape a few latent pixels; without it the model learns the
+    # background and the colour first and draws the same blob for every shape
+    object_loss_weight: float = 4.0
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
     clip_caption_probability: float = 0.3
@@ -312,20 +319,24 @@ def _train_vae(vae, config: PretrainConfig, rng: np.random.Generator, gen: torch
 def _encode_dataset(vae, config: PretrainConfig, rng: np.random.Generator, log: _Log):
     scenes = [training_scene(rng) for _ in range(config.num_scenes)]
     attributes = torch.tensor([scene_attributes(s) for s in scenes], dtype=torch.long)
-    means, stds = [], []
+    means, stds, object_masks = [], [], []
     chunk = 256
     for start in range(0, len(scenes), chunk):
-        images, _ = render_batch(scenes[start : start + chunk], IMAGE_SIZE)
+        images, masks = render_batch(scenes[start : start + chunk], IMAGE_SIZE)
         posterior = vae.encode(torch.from_numpy(images)).latent_dist
         means.append(posterior.mean)
         stds.append(posterior.std)
-    mean, std = torch.cat(means), torch.cat(stds)
+        # latent pixels that see the object, grown by one latent pixel (the object's outline lives there)
+        scale = IMAGE_SIZE // posterior.mean.shape[-1]
+        latent_mask = F.max_pool2d(torch.from_numpy(masks), scale)
+        object_masks.append(F.max_pool2d(latent_mask, 3, stride=1, padding=1).to(torch.uint8))
+    mean, std, object_mask = torch.cat(means), torch.cat(stds), torch.cat(object_masks)
     # variance of a posterior sample = variance of the means + mean posterior variance
     total_var = mean.var().item() + std.square().mean().item()
     scaling = 1.0 / math.sqrt(total_var)
     log(f"encoded {len(scenes)} scenes; latent mean {mean.mean().item():+.3f}, std {math.sqrt(total_var):.3f}, "
         f"posterior std {std.mean().item():.3f} -> scaling_factor {scaling:.4f}")
-    return mean, std, attributes, scaling
+    return mean, std, attributes, scaling, object_mask
 
 
 def _monitor(vae, text_encoder, tokenizer, unet, log: _Log, seed: int, snapshot: Path | None, step: int) -> dict:
@@ -424,7 +435,7 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float)
 
         # 2. latent cache
         t0 = time.time()
-        mean, std, attributes, scaling = _encode_dataset(vae, config, rng, log)
+        mean, std, attributes, scaling, object_mask = _encode_dataset(vae, config, rng, log)
         vae.register_to_config(scaling_factor=scaling)
         cache_seconds = time.time() - t0
 
@@ -471,7 +482,12 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float)
             timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (config.unet_batch,), generator=gen)
             noisy = noise_scheduler.add_noise(latents, noise, timesteps)
             prediction = unet(noisy, timesteps, context).sample
-            per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
+            if config.object_loss_weight:
+                weight = 1.0 + config.object_loss_weight * object_mask[index].float()
+                error = F.mse_loss(prediction, noise, reduction="none").mean(dim=1, keepdim=True)
+                per_sample = (weight * error).sum(dim=(1, 2, 3)) / weight.sum(dim=(1, 2, 3))
+            else:
+                per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
             loss = (loss_weight[timesteps] * per_sample).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -56,7 +56,9 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
         f"* UNet + text encoder: {training['unet_steps_done']} of {config['unet_steps']} steps x {config['unet_batch']} "
         f"(posterior samples of cached latents, random caption templates incl. clip templates "
         f"{_pct(config['clip_caption_probability'])}, empty caption {_pct(config['caption_dropout'])}); "
-        f"epsilon MSE with min-SNR-{config['min_snr_gamma']:g} weighting, AdamW lr {config['lr']} "
+        f"epsilon MSE with min-SNR-{config['min_snr_gamma']:g} weighting, offset noise {config.get('offset_noise', 0):g} "
+        "(per-sample, per-channel constant added to the noise, so that the background must come from the caption), "
+        f"AdamW lr {config['lr']} "
         f"(warm-up {config['warmup_steps']}, constant, cosine to {config['final_lr_fraction']:g}x over the last "
         f"{_pct(config['decay_fraction'])}), EMA {config['ema_decay']} "
         f"(the saved weights); final MSE {training['final_mse']:.4f}.",
