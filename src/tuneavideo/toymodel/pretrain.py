@@ -286,6 +286,7 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 
 def _train_vae(vae, config: PretrainConfig, rng: np.random.Generator, gen: torch.Generator, log: _Log) -> dict:
     vae.train()
+    device = next(vae.parameters()).device
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
     warmup = max(1, min(50, config.vae_steps // 10))
     history, t0 = [], time.time()
@@ -293,7 +294,7 @@ def _train_vae(vae, config: PretrainConfig, rng: np.random.Generator, gen: torch
         for group in optimizer.param_groups:
             group["lr"] = config.vae_lr * _lr_factor(step, config.vae_steps, warmup, 0.05)
         scenes = [training_scene(rng) for _ in range(config.vae_batch)]
-        images, masks = (torch.from_numpy(a) for a in render_batch(scenes, IMAGE_SIZE))
+        images, masks = (torch.from_numpy(a).to(device) for a in render_batch(scenes, IMAGE_SIZE))
         posterior = vae.encode(images).latent_dist
         latents = posterior.sample(generator=gen)
         recon = vae.decode(latents).sample
@@ -317,17 +318,18 @@ def _train_vae(vae, config: PretrainConfig, rng: np.random.Generator, gen: torch
 
 @torch.no_grad()
 def _encode_dataset(vae, config: PretrainConfig, rng: np.random.Generator, log: _Log):
+    device = next(vae.parameters()).device
     scenes = [training_scene(rng) for _ in range(config.num_scenes)]
     attributes = torch.tensor([scene_attributes(s) for s in scenes], dtype=torch.long)
     means, stds, object_masks = [], [], []
     chunk = 256
     for start in range(0, len(scenes), chunk):
         images, masks = render_batch(scenes[start : start + chunk], IMAGE_SIZE)
-        posterior = vae.encode(torch.from_numpy(images)).latent_dist
-        means.append(posterior.mean)
-        stds.append(posterior.std)
+        posterior = vae.encode(torch.from_numpy(images).to(device)).latent_dist
+        means.append(posterior.mean.cpu())
+        stds.append(posterior.std.cpu())
         # latent pixels that see the object, grown by one latent pixel (the object's outline lives there)
-        scale = IMAGE_SIZE // posterior.mean.shape[-1]
+        scale = IMAGE_SIZE // means[-1].shape[-1]
         latent_mask = F.max_pool2d(torch.from_numpy(masks), scale)
         object_masks.append(F.max_pool2d(latent_mask, 3, stride=1, padding=1).to(torch.uint8))
     mean, std, object_mask = torch.cat(means), torch.cat(stds), torch.cat(object_masks)
@@ -371,13 +373,16 @@ def pretrain(
     unet_steps: int | None = None,
     max_minutes: float | None = None,
     progress: bool = True,
+    device: str | torch.device = "cpu",
     **overrides,
 ) -> dict:
     """Train the toy SD model and write it as a diffusers pipeline folder at ``output_dir``.
 
     ``fast`` starts from :data:`FAST` instead of :data:`FULL`; ``vae_steps``, ``unet_steps``,
     ``max_minutes`` and any other :class:`PretrainConfig` field given as a keyword override it.
-    Same seed, settings and thread count -> the same weights. Returns the run summary that is also
+    ``device``: where the networks train ("cuda" takes minutes instead of an hour; the random draws stay on the
+    CPU's generator, so the data, noise and timesteps are the same, the arithmetic is not bit-identical).
+    Same seed, settings, device and thread count -> the same weights. Returns the run summary that is also
     written to ``output_dir/training.json``.
     """
     base = FAST if fast else FULL
@@ -400,12 +405,12 @@ def pretrain(
     saved_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        return _pretrain(output_dir, config, log, start)
+        return _pretrain(output_dir, config, log, start, torch.device(device))
     finally:
         torch.set_num_threads(saved_threads)
 
 
-def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float) -> dict:
+def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float, device: torch.device) -> dict:
     import copy
     import tempfile
 
@@ -419,7 +424,7 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer_dir = save_tokenizer_files(Path(tmp) / "tokenizer", model_max_length=MODEL_MAX_LENGTH)
         tokenizer = load_tokenizer(tokenizer_dir)
-        vae, text_encoder, unet = build_models(config, tokenizer)
+        vae, text_encoder, unet = (m.to(device) for m in build_models(config, tokenizer))
         sizes = {name: sum(p.numel() for p in m.parameters()) for name, m in
                  (("vae", vae), ("text_encoder", text_encoder), ("unet", unet))}
         log("parameters: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in sizes.items()))
@@ -428,7 +433,7 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float)
         if config.vae_from:
             from diffusers import AutoencoderKL
 
-            vae = AutoencoderKL.from_pretrained(Path(config.vae_from) / "vae", local_files_only=True).float()
+            vae = AutoencoderKL.from_pretrained(Path(config.vae_from) / "vae", local_files_only=True).float().to(device)
             log(f"VAE taken from {config.vae_from}")
         vae_summary = _train_vae(vae, config, rng, gen, log)
         vae.requires_grad_(False)
@@ -444,6 +449,7 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float)
         alphas_cumprod = noise_scheduler.alphas_cumprod
         snr = alphas_cumprod / (1 - alphas_cumprod)
         loss_weight = torch.clamp(snr, max=config.min_snr_gamma) / snr if config.min_snr_gamma else torch.ones_like(snr)
+        loss_weight = loss_weight.to(device)
 
         unet.train()
         text_encoder.train()
@@ -470,20 +476,22 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float)
                 group["lr"] = config.lr * _lr_factor(
                 step, config.unet_steps, config.warmup_steps, config.final_lr_fraction, config.decay_fraction)
             index = torch.randint(n, (config.unet_batch,), generator=gen)
-            latents = (mean[index] + std[index] * torch.randn(mean[index].shape, generator=gen)) * scaling
+            latents = ((mean[index] + std[index] * torch.randn(mean[index].shape, generator=gen)) * scaling).to(device)
             captions = [random_caption(attributes[i].tolist(), rng, config.clip_caption_probability, config.caption_dropout)
                         for i in index]
             ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                             return_tensors="pt").input_ids
-            context = text_encoder(ids)[0]
+            context = text_encoder(ids.to(device))[0]
             noise = torch.randn(latents.shape, generator=gen)
             if config.offset_noise:
                 noise = noise + config.offset_noise * torch.randn(latents.shape[:2] + (1, 1), generator=gen)
+            noise = noise.to(device)
             timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (config.unet_batch,), generator=gen)
+            timesteps = timesteps.to(device)
             noisy = noise_scheduler.add_noise(latents, noise, timesteps)
             prediction = unet(noisy, timesteps, context).sample
             if config.object_loss_weight:
-                weight = 1.0 + config.object_loss_weight * object_mask[index].float()
+                weight = 1.0 + config.object_loss_weight * object_mask[index].to(device).float()
                 error = F.mse_loss(prediction, noise, reduction="none").mean(dim=1, keepdim=True)
                 per_sample = (weight * error).sum(dim=(1, 2, 3)) / weight.sum(dim=(1, 2, 3))
             else:
@@ -526,6 +534,7 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float)
             "monitor": monitors,
             "held_out": [list(t) for t in HELD_OUT],
             "threads": config.threads,
+            "device": str(device),
             "torch": torch.__version__,
             "python": platform.python_version(),
         }
@@ -547,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, help="stop the UNet phase once the run has taken this long")
     parser.add_argument("--unet-stop-step", type=int, help="stop the UNet phase after this many steps (the schedule still spans --unet-steps)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    parser.add_argument("--device", default="cpu", help="where to train: cpu (default) or cuda")
     parser.add_argument("--snapshot-dir", help="write the monitor's sample grids and the current pipeline here")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -556,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.snapshot_dir:
         extra["snapshot_dir"] = args.snapshot_dir
     pretrain(args.output, seed=args.seed, fast=args.fast, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
-             max_minutes=args.max_minutes, progress=not args.quiet, **extra)
+             max_minutes=args.max_minutes, progress=not args.quiet, device=args.device, **extra)
     return 0
 
 
