@@ -146,21 +146,28 @@ PROMPTS = [
 ]
 
 
-@pytest.mark.xfail(reason="the bundled model is a 36-minute run (771 of 1700 UNet steps): it does not yet draw held-out "
-                   "combinations reliably (see its TRAINING.md); a full run replaces it", strict=False)
-def test_generated_images_match_the_prompt(pipe):
+@pytest.fixture(scope="module")
+def generated(pipe):
     prompts = [p for p, *_ in PROMPTS]
     generators = [torch.Generator().manual_seed(seed) for *_, seed in PROMPTS]
     images = pipe(prompts, height=64, width=64, num_inference_steps=15, guidance_scale=7.5,
                   generator=generators, output_type="np").images
     assert images.shape == (len(PROMPTS), 64, 64, 3)
-    detections = [detect_frame(image) for image in images]
-    for (prompt, colour, shape, background, _), found in zip(PROMPTS, detections):
+    return [detect_frame(image) for image in images]
+
+
+def test_generated_images_have_the_prompted_colour_and_background(generated):
+    for (prompt, colour, _, background, _), found in zip(PROMPTS, generated):
         assert found.found, prompt
         assert found.colour == colour, (prompt, found.attributes())
         assert found.background == background, (prompt, found.attributes())
-    shapes_right = sum(found.shape == shape for (_, _, shape, _, _), found in zip(PROMPTS, detections))
-    assert shapes_right >= len(PROMPTS) - 1, [d.attributes() for d in detections]
+
+
+@pytest.mark.xfail(reason="the bundled model draws the prompted shape in about a third of samples (held-out 31%, "
+                   "see its TRAINING.md): a longer pretraining is needed", strict=False)
+def test_generated_images_have_the_prompted_shape(generated):
+    shapes_right = sum(found.shape == shape for (_, _, shape, _, _), found in zip(PROMPTS, generated))
+    assert shapes_right >= len(PROMPTS) - 1, [d.attributes() for d in generated]
 
 
 def test_evaluate_model_reports_per_attribute_accuracy():

@@ -58,6 +58,7 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
         f"{_pct(config['clip_caption_probability'])}, empty caption {_pct(config['caption_dropout'])}); "
         f"epsilon MSE with min-SNR-{config['min_snr_gamma']:g} weighting, offset noise {config.get('offset_noise', 0):g} "
         "(per-sample, per-channel constant added to the noise, so that the background must come from the caption), "
+        f"error weighted x{1 + config.get('object_loss_weight', 0):g} on latent pixels at and next to the object, "
         f"AdamW lr {config['lr']} "
         f"(warm-up {config['warmup_steps']}, constant, cosine to {config['final_lr_fraction']:g}x over the last "
         f"{_pct(config['decay_fraction'])}), EMA {config['ema_decay']} "
