@@ -92,6 +92,8 @@ def evaluate(tuned: TunedModel, clip, edits, source: np.ndarray) -> dict:
     attributes = {"shape": clip.shape, "colour": clip.colour, "background": clip.background}
     scores = [score_edit(source, video, change, attributes).as_dict() for change, video in zip(edits, videos)]
     result = {name: float(np.mean([s[name] for s in scores])) for name in METRICS}
+    for change, score in zip(edits, scores):  # alignment of each kind of edit (colour, shape, background)
+        result[f"alignment_{'_'.join(change)}"] = score["alignment"]
     result["psnr"] = psnr(source, to_uint8_frames(videos[-1]))
     return result
 
@@ -178,10 +180,12 @@ def _tune_per_frame(config: RunConfig, steps: int, run_dir: Path) -> dict:
 
 
 def table(summary: dict[str, dict]) -> str:
-    lines = ["| variant | alignment | preservation | motion error (px) | consistency | detected | PSNR (source prompt, dB) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| variant | alignment | colour / shape / background edits | preservation | motion error (px) | consistency "
+             "| detected | PSNR (source prompt, dB) |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, m in summary.items():
-        lines.append(f"| {name} | {m['alignment']:.3f} | {m['preservation']:.3f} | {m['motion_error']:.2f} | "
+        lines.append(f"| {name} | {m['alignment']:.3f} | {m['alignment_colour']:.2f} / {m['alignment_shape']:.2f} / "
+                     f"{m['alignment_background']:.2f} | {m['preservation']:.3f} | {m['motion_error']:.2f} | "
                      f"{m['consistency']:.3f} | {m['detected']:.3f} | {m['psnr']:.2f} |")
     return "\n".join(lines)
 
@@ -220,7 +224,7 @@ def main(argv=None) -> int:
     variants = list(per_clip[0])
     order = ["full", "no-tuning", "no-inversion", "per-frame-attn", "image-model"] + sorted(
         (v for v in variants if v.startswith("steps-")), key=lambda v: int(v.split("-")[1]))
-    summary = {v: {m: float(np.mean([c[v][m] for c in per_clip])) for m in (*METRICS, "psnr")} for v in order}
+    summary = {v: {m: float(np.mean([c[v][m] for c in per_clip])) for m in per_clip[0][v]} for v in order}
     report = {"settings": vars(args), "seconds": round(time.perf_counter() - began, 1), "summary": summary, "per_clip": per_clip}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
