@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import sys
 import tempfile
 import time
@@ -43,8 +44,16 @@ from tuneavideo.tuning import build_pipeline, build_video_unet, latest_checkpoin
 METRICS = ("alignment", "preservation", "motion_error", "consistency", "detected")
 
 
-def _one_thread() -> None:
+def _worker_init(parent: int) -> None:
+    """One torch thread per worker; on Linux a worker ends with the process that started it."""
     torch.set_num_threads(1)
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent ended before the line above
+            os._exit(1)
 
 
 def held_out() -> set[tuple[str, str, str]]:
@@ -213,7 +222,8 @@ def main(argv=None) -> int:
     partial = Path(args.out).with_suffix(".partial.json")
     partial.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(
-            args.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread) as pool:
+            args.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+            initargs=(os.getpid(),)) as pool:
         jobs = {pool.submit(run_clip, index, clip, edits, args, Path(tmp)): index for index, (clip, edits) in enumerate(clips)}
         for done, job in enumerate(as_completed(jobs), 1):
             index = jobs[job]
