@@ -26,6 +26,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -221,16 +222,33 @@ def main(argv=None) -> int:
     per_clip: list[dict | None] = [None] * len(clips)
     partial = Path(args.out).with_suffix(".partial.json")
     partial.parent.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("workers", "out")}
+    if partial.is_file():  # an interrupted run with the same settings: keep the clips it measured
+        earlier = json.loads(partial.read_text())
+        if {k: v for k, v in earlier["settings"].items() if k not in ("workers", "out")} == settings:
+            per_clip = earlier["per_clip"]
+            print(f"resuming {partial}: {sum(c is not None for c in per_clip)} of {len(clips)} clips already measured")
+    errors = {}
+    todo = [index for index, result in enumerate(per_clip) if result is None]
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(
             args.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
             initargs=(os.getpid(),)) as pool:
-        jobs = {pool.submit(run_clip, index, clip, edits, args, Path(tmp)): index for index, (clip, edits) in enumerate(clips)}
+        jobs = {pool.submit(run_clip, index, *clips[index], args, Path(tmp)): index for index in todo}
         for done, job in enumerate(as_completed(jobs), 1):
             index = jobs[job]
-            per_clip[index] = job.result()
-            print(f"[{time.perf_counter() - began:6.0f} s] clip {done}/{len(clips)} done: {clip_caption(clips[index][0])}",
+            try:
+                per_clip[index] = job.result()
+            except Exception:  # noqa: BLE001 - one clip's failure must not lose the others
+                errors[index] = traceback.format_exc()
+                print(f"clip {index + 1} ({clip_caption(clips[index][0])}) failed:\n{errors[index]}", file=sys.stderr, flush=True)
+                continue
+            print(f"[{time.perf_counter() - began:6.0f} s] clip {done}/{len(todo)} done: {clip_caption(clips[index][0])}",
                   flush=True)
             partial.write_text(json.dumps({"settings": vars(args), "per_clip": per_clip}, indent=2) + "\n")
+    if errors:
+        print(f"error: {len(errors)} clip(s) failed (tracebacks above); the measured ones are in {partial}, "
+              "and running the same command again measures only the rest", file=sys.stderr)
+        return 1
     variants = list(per_clip[0])
     order = ["full", "no-tuning", "no-inversion", "per-frame-attn", "image-model"] + sorted(
         (v for v in variants if v.startswith("steps-")), key=lambda v: int(v.split("-")[1]))
