@@ -560,6 +560,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snapshot-dir", help="write the monitor's sample grids and the current pipeline here")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"--device {args.device!r} is not a torch device; use cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU is visible to torch here; use --device cpu")
     extra = {"threads": args.threads} if args.threads else {}
     if args.unet_stop_step is not None:
         extra["unet_stop_step"] = args.unet_stop_step
