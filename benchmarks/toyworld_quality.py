@@ -38,7 +38,7 @@ from tuneavideo.config import RunConfig
 from tuneavideo.demo import TOY_MODEL, DemoSettings
 from tuneavideo.editing import TunedModel
 from tuneavideo.loading import load_base
-from tuneavideo.toyworld import BACKGROUNDS, COLOURS, SHAPES, clip_caption, random_clip, render_clip, with_attributes
+from tuneavideo.toyworld import BACKGROUNDS, COLOURS, SHAPES, clip_caption, detect_video, random_clip, render_clip, with_attributes
 from tuneavideo.toyworld.metrics import psnr, score_edit, to_uint8_frames
 from tuneavideo.tuning import build_pipeline, build_video_unet, latest_checkpoint, tune
 
@@ -105,7 +105,45 @@ def evaluate(tuned: TunedModel, clip, edits, source: np.ndarray) -> dict:
     for change, score in zip(edits, scores):  # alignment of each kind of edit (colour, shape, background)
         result[f"alignment_{'_'.join(change)}"] = score["alignment"]
     result["psnr"] = psnr(source, to_uint8_frames(videos[-1]))
+    result["frames"] = frame_positions(source, videos[: len(edits)])
     return result
+
+
+def frame_positions(source: np.ndarray, edits) -> dict:
+    """Per frame (from frame 1 on), averaged over the edits whose object was found: ``offset``, how far the source's
+    object is from where it was in frame 0; ``error``, how far the edit's object is from the source's; ``pull``, how
+    much closer to frame 0's position the edit's object is than the source's (positive: drawn toward frame 0)."""
+    found = [d.centroid for d in detect_video(source)]
+    start = found[0]
+    rows = {"offset": [], "error": [], "pull": []}
+    edit_found = [[d.centroid for d in detect_video(to_uint8_frames(video))] for video in edits]
+    for f in range(1, len(found)):
+        if start is None or found[f] is None:
+            continue
+        offset = float(np.hypot(found[f][0] - start[0], found[f][1] - start[1]))
+        here = [e[f] for e in edit_found if e[f] is not None]
+        if not here:
+            continue
+        rows["offset"].append(offset)
+        rows["error"].append(float(np.mean([np.hypot(c[0] - found[f][0], c[1] - found[f][1]) for c in here])))
+        rows["pull"].append(float(np.mean([offset - np.hypot(c[0] - start[0], c[1] - start[1]) for c in here])))
+    return rows
+
+
+#: Bins of the source object's distance from its frame-0 position (pixels) for :func:`motion_by_offset`.
+OFFSET_BINS = (0.0, 4.0, 8.0, 16.0, 32.0, float("inf"))
+
+
+def motion_by_offset(per_clip: list[dict], variant: str) -> list[dict]:
+    """Mean motion error and pull toward frame 0 of ``variant``, by the source object's distance from frame 0."""
+    rows = [(o, e, p) for clip in per_clip for o, e, p in zip(*(clip[variant]["frames"][k] for k in ("offset", "error", "pull")))]
+    table = []
+    for lo, hi in zip(OFFSET_BINS, OFFSET_BINS[1:]):
+        inside = [(e, p) for o, e, p in rows if lo <= o < hi]
+        if inside:
+            table.append({"offset": [lo, hi], "frames": len(inside), "error": float(np.mean([e for e, _ in inside])),
+                          "pull": float(np.mean([p for _, p in inside]))})
+    return table
 
 
 def tuned_model(base_folder: Path, config: RunConfig, frames: torch.Tensor, state: dict | None, *,
@@ -200,6 +238,17 @@ def table(summary: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def offset_table(by_offset: dict[str, list[dict]]) -> str:
+    """Motion error / pull toward frame 0 (px) per variant, by the source object's distance from frame 0."""
+    bins = [tuple(row["offset"]) for row in max(by_offset.values(), key=len)]
+    head = " | ".join(f"{lo:g}-{hi:g} px" if hi != float("inf") else f">= {lo:g} px" for lo, hi in bins)
+    lines = [f"| variant | {head} |", "|---|" + "---|" * len(bins)]
+    for name, rows in by_offset.items():
+        cells = {tuple(r["offset"]): f"{r['error']:.1f} / {r['pull']:+.1f}" for r in rows}
+        lines.append(f"| {name} | " + " | ".join(cells.get(b, "-") for b in bins) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=12, help="number of source clips (default 12)")
@@ -252,12 +301,16 @@ def main(argv=None) -> int:
     variants = list(per_clip[0])
     order = ["full", "no-tuning", "no-inversion", "per-frame-attn", "image-model"] + sorted(
         (v for v in variants if v.startswith("steps-")), key=lambda v: int(v.split("-")[1]))
-    summary = {v: {m: float(np.mean([c[v][m] for c in per_clip])) for m in per_clip[0][v]} for v in order}
-    report = {"settings": vars(args), "seconds": round(time.perf_counter() - began, 1), "summary": summary, "per_clip": per_clip}
+    summary = {v: {m: float(np.mean([c[v][m] for c in per_clip])) for m in per_clip[0][v] if m != "frames"} for v in order}
+    by_offset = {v: motion_by_offset(per_clip, v) for v in order}
+    report = {"settings": vars(args), "seconds": round(time.perf_counter() - began, 1), "summary": summary,
+              "motion_by_offset": by_offset, "per_clip": per_clip}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     partial.unlink(missing_ok=True)
     print(table(summary))
+    print()
+    print(offset_table(by_offset))
     return 0
 
 

@@ -28,3 +28,41 @@ def test_quality_benchmark_runs_every_variant(tmp_path):
     # inversion reconstructs the source far better than random noise does
     assert report["summary"]["full"]["psnr"] > report["summary"]["no-inversion"]["psnr"] + 3
     assert "| full |" in done.stdout
+    assert set(report["motion_by_offset"]) == set(VARIANTS)
+    assert all(row["frames"] > 0 for rows in report["motion_by_offset"].values() for row in rows)
+
+
+def _bench_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("toyworld_quality", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_frame_positions_measure_the_pull_toward_frame_zero():
+    """An edit that copies the source has no error and no pull; one frozen at frame 0's position has an error and a
+    pull both equal to the source's distance from frame 0 (the renderer's own track, not the detector's)."""
+    import numpy as np
+
+    from tuneavideo.toyworld import Clip, object_track, render_clip
+
+    bench = _bench_module()
+    clip = Clip("square", "red", "small", "grey road", "right", num_frames=6)
+    source = render_clip(clip)
+    track = object_track(clip)
+    offsets = np.hypot(*(track[1:] - track[0]).T)
+    same = bench.frame_positions(source, [source])
+    frozen = bench.frame_positions(source, [np.repeat(source[:1], len(source), axis=0)])
+    np.testing.assert_allclose(same["offset"], offsets, atol=0.5)
+    np.testing.assert_allclose(same["error"], 0, atol=1e-9)
+    np.testing.assert_allclose(same["pull"], 0, atol=1e-9)
+    np.testing.assert_allclose(frozen["error"], offsets, atol=0.5)
+    np.testing.assert_allclose(frozen["pull"], offsets, atol=0.5)
+    rows = bench.motion_by_offset([{"v": {"frames": frozen}}], "v")
+    assert sum(r["frames"] for r in rows) == len(source) - 1
+    for row in rows:
+        lo, hi = row["offset"]
+        inside = offsets[(offsets >= lo) & (offsets < hi)]
+        assert row["frames"] == len(inside) and abs(row["error"] - inside.mean()) < 0.5
