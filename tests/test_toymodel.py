@@ -250,6 +250,25 @@ def test_pretrain_runs_end_to_end_and_the_result_loads(tmp_path):
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+def test_unet_attention_levels_follow_the_config():
+    import tempfile
+    from dataclasses import replace
+
+    from tuneavideo.toymodel.pretrain import FAST, build_models
+    from tuneavideo.toymodel.tokenizer import load_tokenizer, save_tokenizer_files
+
+    small = dict(vae_channels=(8, 8), vae_groups=4, unet_channels=(16, 32, 32), unet_groups=8, unet_heads=2,
+                 text_width=16, text_layers=1, text_heads=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = load_tokenizer(save_tokenizer_files(Path(tmp) / "tok"))
+    _, _, unet = build_models(replace(FAST, **small, unet_attention=(False, True, False)), tokenizer)
+    assert unet.config.down_block_types == ("DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
+    assert unet.config.up_block_types == ("UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+    assert unet.config.sample_size == 32  # two VAE levels: one downsampling
+    with pytest.raises(ValueError, match="unet_attention names 2 levels, unet_channels 3"):
+        build_models(replace(FAST, **small, unet_attention=(True, False)), tokenizer)
+
+
 def test_latent_object_mask_marks_the_object_and_its_neighbours():
     """The object-weighted loss's mask: 1 on every latent pixel whose 4x4 image patch holds object pixels, grown by
     one latent pixel, 0 elsewhere (checked against the rendered object, pixel by pixel)."""

@@ -77,7 +77,13 @@ class PretrainConfig:
     vae_channels: tuple[int, ...] = (16, 32, 64)  # 3 levels: 64x64 -> 16x16 latents (scale 4)
     vae_groups: int = 8
     unet_channels: tuple[int, ...] = (32, 64, 128)
+    # which UNet levels have transformer blocks (self- and cross-attention), from the full-resolution level
+    # down; Stable Diffusion 1.x's layout has them on all but the lowest (the mid block always has one)
+    unet_attention: tuple[bool, ...] = (True, True, False)
     unet_heads: int = 4
+    # also condition every ResNet block on the caption through the timestep embedding (diffusers'
+    # ``addition_embed_type="text"``: an attention-pooled text embedding added to it), not only the attention levels
+    pooled_text_conditioning: bool = False
     unet_groups: int = 16
     text_width: int = 128
     text_layers: int = 3
@@ -150,6 +156,8 @@ def build_models(config: PretrainConfig, tokenizer) -> tuple:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     levels = len(config.vae_channels)
+    if len(config.unet_attention) != len(config.unet_channels):
+        raise ValueError(f"unet_attention names {len(config.unet_attention)} levels, unet_channels {len(config.unet_channels)}")
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -185,14 +193,16 @@ def build_models(config: PretrainConfig, tokenizer) -> tuple:
         sample_size=IMAGE_SIZE // 2 ** (levels - 1),
         in_channels=4,
         out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D",) * (len(config.unet_channels) - 1) + ("DownBlock2D",),
+        down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in config.unet_attention),
         mid_block_type="UNetMidBlock2DCrossAttn",
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (len(config.unet_channels) - 1),
+        up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.unet_attention)),
         block_out_channels=tuple(config.unet_channels),
         layers_per_block=1,
         norm_num_groups=config.unet_groups,
         cross_attention_dim=config.text_width,
         attention_head_dim=config.unet_heads,  # diffusers' SD configs store the number of heads here
+        addition_embed_type="text" if config.pooled_text_conditioning else None,
+        addition_embed_type_num_heads=config.unet_heads,
         flip_sin_to_cos=True,
         freq_shift=0,
     )
