@@ -133,6 +133,24 @@ def test_tokenizer_maps_each_world_word_to_one_token(pipe):
     assert (BUNDLED / "tokenizer" / "vocab.json").is_file() and (BUNDLED / "tokenizer" / "merges.txt").is_file()
 
 
+@pytest.mark.xfail(strict=True, reason="the bundled text encoder, trained with the UNet, maps 'a red circle' and 'a red "
+                   "square' 0.86 apart (red -> blue: 18.0; 12.3 at initialisation): it dropped the shape words")
+def test_text_encoder_keeps_every_shape_word_apart(pipe):
+    """Changing the shape word moves the text encoder's output at least half as far as changing the colour word
+    does (a text encoder trained with the UNet once mapped circle and square to nearly the same states)."""
+    def states(prompt):
+        ids = pipe.tokenizer([prompt], padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                             return_tensors="pt").input_ids
+        with torch.no_grad():
+            return pipe.text_encoder(ids)[0][0]
+
+    base = states("a red circle on green grass")
+    colour_change = min((states(f"a {c} circle on green grass") - base).norm() for c in COLOURS if c != "red")
+    for shape in SHAPES:
+        if shape != "circle":
+            assert (states(f"a red {shape} on green grass") - base).norm() > 0.5 * colour_change, shape
+
+
 # ----------------------------------------------------------------------------------------- generation
 
 # (prompt, colour, shape, background, noise seed): held-out and seen combinations
@@ -248,6 +266,32 @@ def test_pretrain_runs_end_to_end_and_the_result_loads(tmp_path):
     first = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     second = load_file(tmp_path / "again" / "unet" / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_frozen_text_encoder_is_saved_as_initialised(tmp_path):
+    import tempfile
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    from tuneavideo.toymodel.pretrain import FULL, build_models, pretrain
+    from tuneavideo.toymodel.tokenizer import load_tokenizer, save_tokenizer_files
+
+    tiny = dict(
+        vae_channels=(8, 8, 8), vae_groups=4, unet_channels=(16, 32, 32), unet_groups=8, unet_heads=2,
+        text_width=16, text_layers=1, text_heads=2, vae_batch=2, unet_batch=2, num_scenes=4, warmup_steps=1,
+        monitor_every=0, log_every=0,
+    )
+    pretrain(tmp_path / "toy", seed=5, vae_steps=1, unet_steps=3, progress=False, train_text_encoder=False, **tiny)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = load_tokenizer(save_tokenizer_files(Path(tmp) / "tok"))
+    torch.manual_seed(5)  # what the run does before building its networks
+    _, text_encoder, unet = build_models(replace(FULL, **tiny), tokenizer)
+    saved = load_file(tmp_path / "toy" / "text_encoder" / "model.safetensors")
+    initial = text_encoder.state_dict()
+    assert all(torch.equal(saved[k], initial[k]) for k in saved)
+    trained = load_file(tmp_path / "toy" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert not all(torch.equal(trained[k], v) for k, v in unet.state_dict().items())
 
 
 def test_unet_attention_levels_follow_the_config():

@@ -88,6 +88,12 @@ class PretrainConfig:
     text_width: int = 128
     text_layers: int = 3
     text_heads: int = 4
+    # Train the text encoder with the UNet (False: keep its seeded random initialisation frozen, as Stable Diffusion
+    # keeps CLIP). Trained jointly, it learns to drop the shape words: in the shipped model the outputs for "a red
+    # circle on green grass" and "a red square on green grass" differ by 0.86 (norm over the 16 token states; 12.3 at
+    # initialisation; red -> blue 18.0). Frozen keeps them 12.3 apart, but the UNet then still draws blobs (held-out
+    # shape 25-40% after 3000 steps), so the shipped run trains it.
+    train_text_encoder: bool = True
     # VAE training
     vae_steps: int = 1000
     vae_batch: int = 8
@@ -462,11 +468,14 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
         loss_weight = loss_weight.to(device)
 
         unet.train()
-        text_encoder.train()
-        ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
-        ema_unet.requires_grad_(False)
-        ema_text.requires_grad_(False)
-        params = list(unet.parameters()) + list(text_encoder.parameters())
+        ema_unet = copy.deepcopy(unet).eval().requires_grad_(False)
+        if config.train_text_encoder:
+            text_encoder.train()
+            ema_text = copy.deepcopy(text_encoder).eval().requires_grad_(False)
+        else:  # frozen, as Stable Diffusion's CLIP text encoder is
+            text_encoder.eval().requires_grad_(False)
+            ema_text = text_encoder
+        params = list(unet.parameters()) + (list(text_encoder.parameters()) if config.train_text_encoder else [])
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         history: list[float] = []
         monitors: list[dict] = []
@@ -491,7 +500,8 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
                         for i in index]
             ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                             return_tensors="pt").input_ids
-            context = text_encoder(ids.to(device))[0]
+            with torch.set_grad_enabled(config.train_text_encoder):
+                context = text_encoder(ids.to(device))[0]
             noise = torch.randn(latents.shape, generator=gen)
             if config.offset_noise:
                 noise = noise + config.offset_noise * torch.randn(latents.shape[:2] + (1, 1), generator=gen)
@@ -513,7 +523,8 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
             optimizer.step()
             decay = min(config.ema_decay, (1 + step) / (10 + step))
             _ema_update(ema_unet, unet, decay)
-            _ema_update(ema_text, text_encoder, decay)
+            if config.train_text_encoder:
+                _ema_update(ema_text, text_encoder, decay)
             history.append(per_sample.mean().item())
             steps_done = step + 1
             if config.log_every and (steps_done % config.log_every == 0 or steps_done == config.unet_steps):
