@@ -207,8 +207,8 @@ def build_models(config: PretrainConfig, tokenizer) -> tuple:
         norm_num_groups=config.unet_groups,
         cross_attention_dim=config.text_width,
         attention_head_dim=config.unet_heads,  # diffusers' SD configs store the number of heads here
-        addition_embed_type="text" if config.pooled_text_conditioning else None,
-        addition_embed_type_num_heads=config.unet_heads,
+        **(dict(addition_embed_type="text", addition_embed_type_num_heads=config.unet_heads)
+           if config.pooled_text_conditioning else {}),
         flip_sin_to_cos=True,
         freq_shift=0,
     )
