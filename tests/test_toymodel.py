@@ -341,3 +341,60 @@ def test_latent_object_mask_marks_the_object_and_its_neighbours():
         for y, x in zip(*np.nonzero(touched)):
             expected[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2] = True
         assert touched.any() and (scene_mask.astype(bool) == expected).all()
+
+
+@pytest.mark.parametrize("prediction_type, gamma, floor", [("epsilon", 5.0, 0.0), ("v_prediction", 5.0, 1.0),
+                                                            ("v_prediction", 0.0, 0.0), ("epsilon", 0.0, 0.5)])
+def test_loss_weights_weight_the_implied_clean_latent_as_documented(prediction_type, gamma, floor):
+    """weight(t) x squared prediction error == max(min(SNR, gamma), floor) x squared error of the x0 that the
+    prediction implies, checked by recovering x0 from a perturbed prediction with the schedule's own algebra."""
+    from dataclasses import replace
+
+    from diffusers import DDPMScheduler
+
+    from tuneavideo.toymodel.pretrain import FULL, loss_weights, scheduler_config
+
+    config = replace(FULL, prediction_type=prediction_type, min_snr_gamma=gamma, x0_weight_floor=floor)
+    scheduler = DDPMScheduler(**{k: v for k, v in scheduler_config(prediction_type).items()
+                                 if k not in ("skip_prk_steps", "set_alpha_to_one")})
+    weights = loss_weights(scheduler.alphas_cumprod, config)
+    gen = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(1, 4, 8, 8, generator=gen, dtype=torch.float64), torch.randn(1, 4, 8, 8, generator=gen, dtype=torch.float64)
+    for t in (0, 50, 200, 400, 650, 999):
+        a = scheduler.alphas_cumprod[t].double()
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        target = a.sqrt() * noise - (1 - a).sqrt() * x0 if prediction_type == "v_prediction" else noise
+        output = target + 0.01 * torch.randn(target.shape, generator=gen, dtype=torch.float64)
+        if prediction_type == "v_prediction":
+            x0_hat = a.sqrt() * x_t - (1 - a).sqrt() * output
+        else:
+            x0_hat = (x_t - (1 - a).sqrt() * output) / a.sqrt()
+        snr = float(a / (1 - a))
+        x0_weight = max(min(snr, gamma) if gamma else snr, floor)
+        assert float(weights[t]) * float((output - target).square().sum()) == pytest.approx(
+            x0_weight * float((x0_hat - x0).square().sum()), rel=1e-4), t
+    # the shipped settings before v-prediction: epsilon MSE clipped at SNR 5, untouched at high noise
+    if (prediction_type, gamma, floor) == ("epsilon", 5.0, 0.0):
+        assert float(weights[999]) == 1.0 and float(weights[0]) < 0.01
+
+
+def test_v_prediction_run_writes_a_v_prediction_scheduler(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from tuneavideo.loading import load_base
+    from tuneavideo.toymodel.pretrain import pretrain
+
+    tiny = dict(
+        vae_channels=(8, 8, 8), vae_groups=4, unet_channels=(16, 32, 32), unet_groups=8, unet_heads=2,
+        text_width=16, text_layers=1, text_heads=2, vae_batch=2, unet_batch=2, num_scenes=4, warmup_steps=1,
+        monitor_every=0, log_every=0,
+    )
+    pretrain(tmp_path / "v", seed=1, vae_steps=1, unet_steps=2, progress=False, prediction_type="v_prediction",
+             x0_weight_floor=1.0, **tiny)
+    written = json.loads((tmp_path / "v" / "scheduler" / "scheduler_config.json").read_text())
+    assert written["prediction_type"] == "v_prediction" and written["beta_schedule"] == "scaled_linear"
+    assert load_base(tmp_path / "v").scheduler_config["prediction_type"] == "v_prediction"
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "v", local_files_only=True)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    with pytest.raises(ValueError, match="prediction_type"):
+        pretrain(tmp_path / "x", vae_steps=1, unet_steps=1, progress=False, prediction_type="sample", **tiny)

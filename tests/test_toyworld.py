@@ -33,6 +33,7 @@ from tuneavideo.toyworld import (
     clip_positions,
     detect_frame,
     detect_video,
+    fill_template,
     object_track,
     random_clip,
     random_scene,
@@ -290,8 +291,20 @@ def test_captions():
         for index in range(6):
             assert set(caption(scene, index).split()) <= words
             assert set(clip_caption(clip, index).split()) <= words
-    assert {"a", "on", "with", "small", "large", "moving", "right"} <= words
+    assert {"a", "an", "on", "with", "small", "large", "moving", "right"} <= words
     assert all(" " not in word for word in words)
+
+
+def test_captions_use_an_before_a_vowel():
+    orange = Scene("square", "orange", "large", "white snow")
+    assert caption(orange, 0) == "an orange square on white snow"
+    assert caption(orange, 1) == "a large orange square on white snow"
+    assert caption(orange, 3) == "white snow with an orange square"
+    assert clip_caption(Clip("cross", "orange", "small", "grey road", "bouncing")) == "an orange cross bouncing on grey road"
+    # only the word "a" changes
+    assert fill_template("{x} {y}", x="sofa", y="orange") == "sofa orange"
+    assert fill_template("a {x}", x="amber") == "an amber" and fill_template("a {x}", x="blue") == "a blue"
+    assert fill_template("{x} with a {y}", x="sandy beach", y="orange") == "sandy beach with an orange"
 
 
 # --------------------------------------------------------------------------- detector

@@ -15,6 +15,7 @@ from ..toyworld.render import (
     SHAPES,
     SIZES,
     Scene,
+    fill_template,
     random_scene,
     render_background,
     render_scene,
@@ -96,9 +97,9 @@ def random_caption(
     if u[1] < clip_probability:
         template = CLIP_CAPTION_TEMPLATES[int(rng.integers(len(CLIP_CAPTION_TEMPLATES)))]
         motion = PATHS[PATH_NAMES[int(rng.integers(len(PATH_NAMES)))]]
-        return template.format(shape=shape, colour=colour, size=size, background=background, motion=motion)
+        return fill_template(template, shape=shape, colour=colour, size=size, background=background, motion=motion)
     template = CAPTION_TEMPLATES[int(rng.integers(len(CAPTION_TEMPLATES)))]
-    return template.format(shape=shape, colour=colour, size=size, background=background)
+    return fill_template(template, shape=shape, colour=colour, size=size, background=background)
 
 
 _BACKGROUND_CACHE: dict[tuple[str, int], np.ndarray] = {}

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..toyworld.detect import detect_frame
-from ..toyworld.render import BACKGROUNDS, CAPTION_TEMPLATES, COLOURS, SHAPES, SIZES
+from ..toyworld.render import BACKGROUNDS, CAPTION_TEMPLATES, COLOURS, SHAPES, SIZES, fill_template
 from .data import HELD_OUT, is_held_out
 
 __all__ = ["ATTRIBUTES", "evaluate_model", "load_pipeline", "make_pipeline", "sample_and_detect", "training_combinations"]
@@ -32,13 +32,13 @@ ATTRIBUTES = ("colour", "shape", "background", "size")
 BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "toy-sd"
 
 
-def make_pipeline(vae, text_encoder, tokenizer, unet):
+def make_pipeline(vae, text_encoder, tokenizer, unet, prediction_type: str = "epsilon"):
     """A ``StableDiffusionPipeline`` with a DDIM scheduler around in-memory components."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    from .pretrain import SD_SCHEDULER
+    from .pretrain import scheduler_config
 
-    scheduler = DDIMScheduler.from_config({k: v for k, v in SD_SCHEDULER.items() if k != "skip_prk_steps"})
+    scheduler = DDIMScheduler.from_config({k: v for k, v in scheduler_config(prediction_type).items() if k != "skip_prk_steps"})
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
@@ -91,9 +91,9 @@ def _score(images: np.ndarray, targets: Sequence[dict]) -> tuple[dict, list[dict
 
 def sample_and_detect(vae, text_encoder, tokenizer, unet, prompts: Sequence[str], targets: Sequence[dict], *,
                       num_inference_steps: int = 25, guidance_scale: float = 7.5, seed: int = 0,
-                      batch_size: int = 16) -> dict:
+                      batch_size: int = 16, prediction_type: str = "epsilon") -> dict:
     """Sample one image per prompt (prompt ``i`` with seed ``seed + i``) and score it against ``targets[i]``."""
-    pipe = make_pipeline(vae, text_encoder, tokenizer, unet)
+    pipe = make_pipeline(vae, text_encoder, tokenizer, unet, prediction_type)
     images = _generate(pipe, prompts, [seed + i for i in range(len(prompts))], num_inference_steps, guidance_scale, batch_size)
     accuracy, records = _score(images, targets)
     return {"accuracy": accuracy, "records": records, "images": images}
@@ -117,7 +117,7 @@ def evaluation_prompts(combinations: Sequence[tuple[str, str, str]], n_samples: 
         for k in range(n_samples):
             template = CAPTION_TEMPLATES[k % len(CAPTION_TEMPLATES)]
             size = sizes[(k // len(CAPTION_TEMPLATES) + k) % len(sizes)] if "{size}" in template else None
-            prompts.append(template.format(colour=colour, shape=shape, background=background, size=size))
+            prompts.append(fill_template(template, colour=colour, shape=shape, background=background, size=size))
             targets.append({"colour": colour, "shape": shape, "background": background, "size": size})
     return prompts, targets
 

@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from .data import HELD_OUT, render_batch, random_caption, scene_attributes, training_scene
 from .tokenizer import MODEL_MAX_LENGTH, load_tokenizer, save_tokenizer_files
 
-__all__ = ["FAST", "FULL", "HELD_OUT", "PretrainConfig", "SD_SCHEDULER", "build_models", "pretrain", "save_pipeline"]
+__all__ = ["FAST", "FULL", "HELD_OUT", "PretrainConfig", "SD_SCHEDULER", "build_models", "loss_weights", "pretrain",
+           "save_pipeline", "scheduler_config"]
 
 #: Stable Diffusion 1.x's scheduler config (the PNDM scheduler it ships with; the schedule is what matters).
 SD_SCHEDULER: dict = {
@@ -63,6 +64,13 @@ SD_SCHEDULER: dict = {
 }
 
 IMAGE_SIZE = 64
+
+
+def scheduler_config(prediction_type: str = "epsilon") -> dict:
+    """:data:`SD_SCHEDULER` with ``prediction_type`` set (``"v_prediction"`` is what Stable Diffusion 2.x uses)."""
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', not {prediction_type!r}")
+    return dict(SD_SCHEDULER, prediction_type=prediction_type)
 
 
 @dataclass(frozen=True)
@@ -113,7 +121,14 @@ class PretrainConfig:
     final_lr_fraction: float = 0.1
     decay_fraction: float = 0.4  # constant learning rate, then cosine decay over this last part of the steps
     weight_decay: float = 0.01
+    # what the UNet predicts: "epsilon" (Stable Diffusion 1.x) or "v_prediction" (Stable Diffusion 2.x)
+    prediction_type: str = "epsilon"
+    # Loss weighting, as a weight on the error of the implied clean latent x0 (the epsilon error is SNR times it,
+    # the v error SNR + 1 times it): x0 weight min(SNR, gamma) (min-SNR, Hang et al. 2023: epsilon MSE clipped at
+    # low noise) or, with x0_weight_floor, at least that (max(min(SNR, gamma), floor)). Plain epsilon MSE gives
+    # x0 weight SNR, which is ~0.005-0.1 at t = 650-1000, where the layout and the shape of the object are decided.
     min_snr_gamma: float = 5.0
+    x0_weight_floor: float = 0.0
     # "offset noise": extra per-(sample, channel) constant noise of this std. Stable Diffusion's schedule keeps
     # sqrt(alpha_bar) = 0.068 of the image at t = 999, and the backgrounds' latent means differ by 1-2 per
     # channel, so without it the model reads the background off the noisy latents at every timestep, never
@@ -215,6 +230,17 @@ def build_models(config: PretrainConfig, tokenizer) -> tuple:
     return vae, text_encoder, unet
 
 
+def loss_weights(alphas_cumprod: torch.Tensor, config: PretrainConfig) -> torch.Tensor:
+    """Per-timestep weight of the prediction's squared error (epsilon or v, as ``config.prediction_type``), so
+    that the implied x0 error is weighted ``max(min(SNR, min_snr_gamma), x0_weight_floor)`` (no ``min_snr_gamma``:
+    no clipping)."""
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    x0_weight = torch.clamp(snr, max=config.min_snr_gamma) if config.min_snr_gamma else snr.clone()
+    x0_weight = torch.clamp(x0_weight, min=config.x0_weight_floor)
+    # squared prediction error = (SNR or SNR + 1) x squared x0 error
+    return x0_weight / (snr + 1 if config.prediction_type == "v_prediction" else snr)
+
+
 def _storage_copy(module: torch.nn.Module, dtype_name: str) -> torch.nn.Module:
     """A copy of ``module`` with its floating-point weights in ``dtype_name`` (for saving)."""
     import copy
@@ -243,13 +269,14 @@ def save_pipeline(folder: str | Path, vae, text_encoder, tokenizer_dir: Path, un
     _storage_copy(vae, config.vae_storage_dtype).save_pretrained(folder / "vae", safe_serialization=True)
     text_encoder.to(torch.float32).save_pretrained(folder / "text_encoder", safe_serialization=True)
     shutil.copytree(tokenizer_dir, folder / "tokenizer")
-    scheduler = PNDMScheduler(**{k: v for k, v in SD_SCHEDULER.items() if k != "clip_sample"})
+    sd_scheduler = scheduler_config(config.prediction_type)
+    scheduler = PNDMScheduler(**{k: v for k, v in sd_scheduler.items() if k != "clip_sample"})
     scheduler.save_pretrained(folder / "scheduler")
     # SD's scheduler_config.json also names clip_sample (used by the DDIM scheduler it is swapped for)
     path = folder / "scheduler" / "scheduler_config.json"
-    scheduler_config = json.loads(path.read_text(encoding="utf-8"))
-    scheduler_config.update({k: v for k, v in SD_SCHEDULER.items() if k not in scheduler_config})
-    path.write_text(json.dumps(dict(sorted(scheduler_config.items())), indent=2) + "\n", encoding="utf-8")
+    written = json.loads(path.read_text(encoding="utf-8"))
+    written.update({k: v for k, v in sd_scheduler.items() if k not in written})
+    path.write_text(json.dumps(dict(sorted(written.items())), indent=2) + "\n", encoding="utf-8")
     import diffusers
 
     index = {
@@ -357,14 +384,16 @@ def _encode_dataset(vae, config: PretrainConfig, rng: np.random.Generator, log: 
     return mean, std, attributes, scaling, object_mask
 
 
-def _monitor(vae, text_encoder, tokenizer, unet, log: _Log, seed: int, snapshot: Path | None, step: int) -> dict:
+def _monitor(vae, text_encoder, tokenizer, unet, log: _Log, seed: int, snapshot: Path | None, step: int,
+             prediction_type: str = "epsilon") -> dict:
     """Quick check: one 20-step sample per held-out combination, read by the detector."""
+    from ..toyworld.render import CAPTION_TEMPLATES, fill_template
     from .evaluate import sample_and_detect
 
-    prompts = [f"a {colour} {shape} on {background}" for colour, shape, background in HELD_OUT]
+    prompts = [fill_template(CAPTION_TEMPLATES[0], colour=c, shape=s, background=b) for c, s, b in HELD_OUT]
     result = sample_and_detect(
         vae, text_encoder, tokenizer, unet, prompts, [dict(colour=c, shape=s, background=b) for c, s, b in HELD_OUT],
-        num_inference_steps=20, guidance_scale=7.5, seed=seed,
+        num_inference_steps=20, guidance_scale=7.5, seed=seed, prediction_type=prediction_type,
     )
     log("monitor (held-out, 1 sample each, 20 DDIM steps): "
         + ", ".join(f"{k} {v:.2f}" for k, v in result["accuracy"].items()))
@@ -414,6 +443,7 @@ def pretrain(
     if unknown:
         raise TypeError(f"unknown pretrain settings: {', '.join(unknown)}")
     config = replace(base, **changes)
+    scheduler_config(config.prediction_type)  # a bad prediction_type fails now, not after the VAE
     output_dir = Path(output_dir)
 
     start = time.time()
@@ -461,11 +491,9 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
         cache_seconds = time.time() - t0
 
         # 3. UNet + text encoder
-        noise_scheduler = DDPMScheduler(**{k: v for k, v in SD_SCHEDULER.items() if k not in ("skip_prk_steps", "set_alpha_to_one")})
-        alphas_cumprod = noise_scheduler.alphas_cumprod
-        snr = alphas_cumprod / (1 - alphas_cumprod)
-        loss_weight = torch.clamp(snr, max=config.min_snr_gamma) / snr if config.min_snr_gamma else torch.ones_like(snr)
-        loss_weight = loss_weight.to(device)
+        noise_scheduler = DDPMScheduler(**{k: v for k, v in scheduler_config(config.prediction_type).items()
+                                           if k not in ("skip_prk_steps", "set_alpha_to_one")})
+        loss_weight = loss_weights(noise_scheduler.alphas_cumprod, config).to(device)
 
         unet.train()
         ema_unet = copy.deepcopy(unet).eval().requires_grad_(False)
@@ -510,12 +538,13 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
             timesteps = timesteps.to(device)
             noisy = noise_scheduler.add_noise(latents, noise, timesteps)
             prediction = unet(noisy, timesteps, context).sample
+            target = noise_scheduler.get_velocity(latents, noise, timesteps) if config.prediction_type == "v_prediction" else noise
             if config.object_loss_weight:
                 weight = 1.0 + config.object_loss_weight * object_mask[index].to(device).float()
-                error = F.mse_loss(prediction, noise, reduction="none").mean(dim=1, keepdim=True)
+                error = F.mse_loss(prediction, target, reduction="none").mean(dim=1, keepdim=True)
                 per_sample = (weight * error).sum(dim=(1, 2, 3)) / weight.sum(dim=(1, 2, 3))
             else:
-                per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
+                per_sample = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
             loss = (loss_weight[timesteps] * per_sample).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -535,7 +564,7 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
                 m0 = time.time()
                 snapshot = Path(config.snapshot_dir) if config.snapshot_dir else None
                 monitors.append({"step": steps_done, **_monitor(vae, ema_text, tokenizer, ema_unet, log, config.seed,
-                                                                snapshot, steps_done)})
+                                                                snapshot, steps_done, config.prediction_type)})
                 if snapshot is not None:
                     save_pipeline(snapshot / "pipeline", vae, ema_text, tokenizer_dir, ema_unet, config)
                 monitor_seconds += time.time() - m0

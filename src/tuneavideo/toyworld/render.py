@@ -24,6 +24,7 @@ Conventions
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 from typing import Union
 
@@ -383,18 +384,28 @@ def render_clip(clip: Clip, size: int = 64, as_float: bool = False) -> np.ndarra
 # --------------------------------------------------------------------------- captions
 
 
+_A_BEFORE_VOWEL = re.compile(r"\ba (?=[aeiou])")
+
+
+def fill_template(template: str, **words: str) -> str:
+    """A caption template with its ``{fields}`` filled in, with "an" for "a" before a vowel
+    (``"a {colour} {shape}"`` with orange, square -> ``"an orange square"``)."""
+    return _A_BEFORE_VOWEL.sub("an ", template.format(**words))
+
+
 def caption(scene: Scene, template_index: int = 0) -> str:
     """Caption of a scene from :data:`CAPTION_TEMPLATES` (index taken modulo their
     number), e.g. ``"a small red circle on green grass"``."""
     template = CAPTION_TEMPLATES[template_index % len(CAPTION_TEMPLATES)]
-    return template.format(shape=scene.shape, colour=scene.colour, size=scene.size, background=scene.background)
+    return fill_template(template, shape=scene.shape, colour=scene.colour, size=scene.size, background=scene.background)
 
 
 def clip_caption(clip: Clip, template_index: int = 0) -> str:
     """Caption of a clip from :data:`CLIP_CAPTION_TEMPLATES` (index modulo their
     number), e.g. ``"a red circle moving right on green grass"``."""
     template = CLIP_CAPTION_TEMPLATES[template_index % len(CLIP_CAPTION_TEMPLATES)]
-    return template.format(
+    return fill_template(
+        template,
         shape=clip.shape,
         colour=clip.colour,
         size=clip.size,
@@ -405,7 +416,7 @@ def clip_caption(clip: Clip, template_index: int = 0) -> str:
 
 def all_caption_words() -> set[str]:
     """Every word any caption (scene or clip, any template) can contain."""
-    words: set[str] = set()
+    words: set[str] = {"an"}  # from "a" before a vowel (fill_template)
     for template in CAPTION_TEMPLATES + CLIP_CAPTION_TEMPLATES:
         for token in template.split():
             if not token.startswith("{"):
