@@ -42,7 +42,7 @@ from tuneavideo.toyworld import BACKGROUNDS, COLOURS, SHAPES, clip_caption, dete
 from tuneavideo.toyworld.metrics import psnr, score_edit, to_uint8_frames
 from tuneavideo.tuning import build_pipeline, build_video_unet, latest_checkpoint, tune
 
-METRICS = ("alignment", "preservation", "motion_error", "consistency", "detected")
+METRICS = ("alignment", "preservation", "motion_error", "motion_error_found", "consistency", "detected")
 
 
 def _worker_init(parent: int) -> None:
@@ -101,7 +101,7 @@ def evaluate(tuned: TunedModel, clip, edits, source: np.ndarray) -> dict:
                         sample.negative_prompt, sample.eta, None, latents)
     attributes = {"shape": clip.shape, "colour": clip.colour, "background": clip.background}
     scores = [score_edit(source, video, change, attributes).as_dict() for change, video in zip(edits, videos)]
-    result = {name: float(np.mean([s[name] for s in scores])) for name in METRICS}
+    result = {name: float(np.nanmean([s[name] for s in scores])) for name in METRICS}
     for change, score in zip(edits, scores):  # alignment of each kind of edit (colour, shape, background)
         result[f"alignment_{'_'.join(change)}"] = score["alignment"]
     result["psnr"] = psnr(source, to_uint8_frames(videos[-1]))
@@ -228,13 +228,14 @@ def _tune_per_frame(config: RunConfig, steps: int, run_dir: Path) -> dict:
 
 
 def table(summary: dict[str, dict]) -> str:
-    lines = ["| variant | alignment | colour / shape / background edits | preservation | motion error (px) | consistency "
-             "| detected | PSNR (source prompt, dB) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | alignment | colour / shape / background edits | preservation | motion error (px) "
+             "| motion error, frames with an object (px) | consistency | detected | PSNR (source prompt, dB) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, m in summary.items():
+        found = m.get("motion_error_found", float("nan"))
         lines.append(f"| {name} | {m['alignment']:.3f} | {m['alignment_colour']:.2f} / {m['alignment_shape']:.2f} / "
                      f"{m['alignment_background']:.2f} | {m['preservation']:.3f} | {m['motion_error']:.2f} | "
-                     f"{m['consistency']:.3f} | {m['detected']:.3f} | {m['psnr']:.2f} |")
+                     f"{found:.2f} | {m['consistency']:.3f} | {m['detected']:.3f} | {m['psnr']:.2f} |")
     return "\n".join(lines)
 
 
@@ -301,7 +302,7 @@ def main(argv=None) -> int:
     variants = list(per_clip[0])
     order = ["full", "no-tuning", "no-inversion", "per-frame-attn", "image-model"] + sorted(
         (v for v in variants if v.startswith("steps-")), key=lambda v: int(v.split("-")[1]))
-    summary = {v: {m: float(np.mean([c[v][m] for c in per_clip])) for m in per_clip[0][v] if m != "frames"} for v in order}
+    summary = {v: {m: float(np.nanmean([c[v][m] for c in per_clip])) for m in per_clip[0][v] if m != "frames"} for v in order}
     by_offset = {v: motion_by_offset(per_clip, v) for v in order}
     report = {"settings": vars(args), "seconds": round(time.perf_counter() - began, 1), "summary": summary,
               "motion_by_offset": by_offset, "per_clip": per_clip}

@@ -403,3 +403,22 @@ def test_detector_uses_only_vocabulary_tables_of_the_renderer():
         for node in ast.walk(tree)
     )
     assert render.SHAPES == SHAPES
+
+
+def test_edit_scores_against_hand_computed_values():
+    """An edit that shifts the object 3 px right and loses it in one frame of 8: motion error counts that frame as
+    the frame diagonal, the found-frames error does not."""
+    from tuneavideo.toyworld.metrics import score_edit
+
+    source = np.stack([render_scene(Scene("circle", "red", "large", "blue sky", x, 0.5)) for x in np.linspace(0.3, 0.6, 8)])
+    shifted = np.stack([render_scene(Scene("circle", "blue", "large", "blue sky", x + 3 / 64, 0.5))
+                        for x in np.linspace(0.3, 0.6, 8)])
+    shifted[5] = np.clip(np.rint(render_background("blue sky")), 0, 255).astype(np.uint8)
+    score = score_edit(source, shifted, {"colour": "blue"}, {"shape": "circle", "colour": "red", "background": "blue sky"})
+    assert score.motion_error_found == pytest.approx(3.0, abs=0.2)
+    assert score.motion_error == pytest.approx((7 * score.motion_error_found + math.hypot(64, 64)) / 8)
+    assert score.detected == pytest.approx(7 / 8) and score.alignment == pytest.approx(7 / 8)
+    assert score.preservation == pytest.approx(7 / 8)  # the empty frame has no shape
+    nothing = np.repeat(shifted[5:6], 8, axis=0)
+    assert math.isnan(score_edit(source, nothing, {"colour": "blue"}, {"shape": "circle", "colour": "red",
+                                                                        "background": "blue sky"}).motion_error_found)

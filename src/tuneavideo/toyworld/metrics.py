@@ -7,6 +7,8 @@ For a source clip and an edit that changes some attributes (``{"colour": "blue"}
   size, which the captions do not always state) stay as in the source;
 - **motion error**: mean distance in pixels between the object's centroid in the edit and in the
   source, frame by frame (frames where either has no object count as the frame diagonal);
+  **motion error on found frames** is the same mean over only the frames where both show an object,
+  so that the rare missing object (a detection question) does not hide the motion;
 - **consistency**: share of frames whose attributes equal the video's majority attributes;
 - **psnr**: against the source frames (meaningful when the edit prompt is the source prompt).
 """
@@ -31,6 +33,8 @@ class EditScore:
     consistency: float
     psnr: float
     detected: float  # share of frames where the edit shows an object at all
+    # mean distance over the frames where both videos show an object (NaN if there are none)
+    motion_error_found: float
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -66,12 +70,13 @@ def score_edit(source, edited, changes: dict[str, str], source_attributes: dict[
 
     aligned = [all(getattr(d, k) == v for k, v in changes.items()) for d in edit_found]
     preserved = [all(getattr(d, k) == source_attributes[k] for k in kept) for d in edit_found]
-    distances = []
+    distances, found_distances = [], []
     for s, e in zip(source_found, edit_found):
         if s.centroid is None or e.centroid is None:
             distances.append(diagonal)
         else:
-            distances.append(float(np.hypot(s.centroid[0] - e.centroid[0], s.centroid[1] - e.centroid[1])))
+            found_distances.append(float(np.hypot(s.centroid[0] - e.centroid[0], s.centroid[1] - e.centroid[1])))
+            distances.append(found_distances[-1])
     common = majority(edit_found)
     consistent = [all(getattr(d, k) == common[k] for k in ATTRIBUTES) for d in edit_found]
     return EditScore(
@@ -81,4 +86,5 @@ def score_edit(source, edited, changes: dict[str, str], source_attributes: dict[
         consistency=float(np.mean(consistent)),
         psnr=psnr(source_frames, edit_frames),
         detected=float(np.mean([d.found for d in edit_found])),
+        motion_error_found=float(np.mean(found_distances)) if found_distances else float("nan"),
     )
