@@ -13,11 +13,12 @@ Training, all on the CPU and seeded:
    KL term, on freshly rendered scenes.
 2. **Latent cache**: a fixed set of rendered training scenes is encoded once (posterior mean and
    std); the latent scaling factor is set so that scaled latents have unit variance.
-3. **UNet + text encoder**, jointly: epsilon-prediction MSE (min-SNR weighted) at uniformly random
-   timesteps of SD's scaled-linear schedule, on posterior samples of the cached latents with random
-   caption templates (10% empty captions, for classifier-free guidance with ``""`` as the
-   unconditional prompt); AdamW, warm-up then cosine decay, an exponential moving average (EMA) of
-   both networks is what is saved.
+3. **UNet** (the text encoder stays frozen at its seeded initialisation, as Stable Diffusion keeps CLIP):
+   v-prediction (Stable Diffusion 2.x's objective; the scheduler config says ``v_prediction``) at uniformly
+   random timesteps of SD's scaled-linear schedule, weighted so that high-noise timesteps, where the object's
+   shape is decided, count as much as the rest, on posterior samples of the cached latents with random caption
+   templates (10% empty captions, for classifier-free guidance with ``""`` as the unconditional prompt);
+   AdamW, warm-up then cosine decay; an exponential moving average (EMA) of the UNet is what is saved.
 
 The (colour, shape, background) combinations in :data:`~tuneavideo.toymodel.data.HELD_OUT` are never
 rendered during training; :mod:`tuneavideo.toymodel.evaluate` measures the model on them.
@@ -87,21 +88,20 @@ class PretrainConfig:
     unet_channels: tuple[int, ...] = (32, 64, 128)
     # which UNet levels have transformer blocks (self- and cross-attention), from the full-resolution level
     # down; Stable Diffusion 1.x's layout has them on all but the lowest (the mid block always has one)
-    unet_attention: tuple[bool, ...] = (True, True, False)
+    unet_attention: tuple[bool, ...] = (False, True, False)
     unet_heads: int = 4
     # also condition every ResNet block on the caption through the timestep embedding (diffusers'
     # ``addition_embed_type="text"``: an attention-pooled text embedding added to it), not only the attention levels
-    pooled_text_conditioning: bool = False
+    pooled_text_conditioning: bool = True
     unet_groups: int = 16
     text_width: int = 128
     text_layers: int = 3
     text_heads: int = 4
-    # Train the text encoder with the UNet (False: keep its seeded random initialisation frozen, as Stable Diffusion
-    # keeps CLIP). Trained jointly, it learns to drop the shape words: in the shipped model the outputs for "a red
-    # circle on green grass" and "a red square on green grass" differ by 0.86 (norm over the 16 token states; 12.3 at
-    # initialisation; red -> blue 18.0). Frozen keeps them 12.3 apart, but the UNet then still draws blobs (held-out
-    # shape 25-40% after 3000 steps), so the shipped run trains it.
-    train_text_encoder: bool = True
+    # Train the text encoder with the UNet, or keep its seeded random initialisation frozen (as Stable Diffusion keeps
+    # CLIP). Trained jointly, it learned to drop the shape words: in an earlier shipped model the outputs for "a red
+    # circle on green grass" and "a red square on green grass" differed by 0.86 (norm over the 16 token states; 12.3
+    # at initialisation; red -> blue 18.0). Frozen, the words stay as far apart as at initialisation.
+    train_text_encoder: bool = False
     # VAE training
     vae_steps: int = 1000
     vae_batch: int = 8
@@ -114,7 +114,7 @@ class PretrainConfig:
     # latent cache
     num_scenes: int = 12000
     # UNet + text encoder training
-    unet_steps: int = 3000
+    unet_steps: int = 5500
     unet_batch: int = 32
     lr: float = 8e-4
     warmup_steps: int = 100
@@ -122,13 +122,14 @@ class PretrainConfig:
     decay_fraction: float = 0.4  # constant learning rate, then cosine decay over this last part of the steps
     weight_decay: float = 0.01
     # what the UNet predicts: "epsilon" (Stable Diffusion 1.x) or "v_prediction" (Stable Diffusion 2.x)
-    prediction_type: str = "epsilon"
-    # Loss weighting, as a weight on the error of the implied clean latent x0 (the epsilon error is SNR times it,
-    # the v error SNR + 1 times it): x0 weight min(SNR, gamma) (min-SNR, Hang et al. 2023: epsilon MSE clipped at
-    # low noise) or, with x0_weight_floor, at least that (max(min(SNR, gamma), floor)). Plain epsilon MSE gives
-    # x0 weight SNR, which is ~0.005-0.1 at t = 650-1000, where the layout and the shape of the object are decided.
+    prediction_type: str = "v_prediction"
+    # Loss weighting, as a weight on the squared error of the clean latent x0 that the prediction implies (the
+    # epsilon error is SNR times it, the v error SNR + 1 times it): max(min(SNR, min_snr_gamma), x0_weight_floor).
+    # Min-SNR alone (Hang et al. 2023; plain epsilon MSE clipped at low noise) weights x0 by SNR, 0.005-0.1 at
+    # t = 650-1000, where the object's place and shape are decided: models trained so drew shapeless blobs. The floor
+    # of 1 with v-prediction weights those timesteps as v-prediction's plain MSE does.
     min_snr_gamma: float = 5.0
-    x0_weight_floor: float = 0.0
+    x0_weight_floor: float = 1.0
     # "offset noise": extra per-(sample, channel) constant noise of this std. Stable Diffusion's schedule keeps
     # sqrt(alpha_bar) = 0.068 of the image at t = 999, and the backgrounds' latent means differ by 1-2 per
     # channel, so without it the model reads the background off the noisy latents at every timestep, never

@@ -17,6 +17,18 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
     config = training["config"]
     weights = {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*.safetensors"))}
     params = training["parameters"]
+    trains_text = config.get("train_text_encoder", True)
+    prediction = config.get("prediction_type", "epsilon")
+    gamma, floor = config["min_snr_gamma"], config.get("x0_weight_floor", 0.0)
+    x0_weight = f"min(SNR, {gamma:g})" if gamma else "SNR"
+    if floor:
+        x0_weight = f"max({x0_weight}, {floor:g})"
+    objective = (f"{'v' if prediction == 'v_prediction' else 'epsilon'}-prediction MSE weighted so that the implied "
+                 f"clean latent's squared error is weighted {x0_weight}")
+    attention = config.get("unet_attention", [True] * (len(config["unet_channels"]) - 1) + [False])
+    down_blocks = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention]
+    up_blocks = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in attention]
+    pooled = ", pooled caption embedding added to the timestep embedding" if config.get("pooled_text_conditioning") else ""
     if command is None:
         flags = [] if config["seed"] == 0 else [f"--seed {config['seed']}"]
         if training.get("unet_stopped_early"):  # cut short by --max-minutes: stop at the same step
@@ -46,17 +58,18 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
         "",
         f"* Total time: {training['total_seconds'] / 60:.1f} min on the CPU "
         f"(VAE {training['vae']['seconds'] / 60:.1f} min, latent cache {training['latent_cache_seconds'] / 60:.1f} min, "
-        f"UNet + text encoder {training['unet_seconds'] / 60:.1f} min).",
+        f"UNet{' + text encoder' if trains_text else ''} {training['unet_seconds'] / 60:.1f} min).",
         f"* VAE: {config['vae_steps']} steps x {config['vae_batch']} freshly rendered scenes, AdamW lr {config['vae_lr']}, "
         f"MSE + 0.1 L1 (object pixels x{1 + config['object_weight']:g}) + {config['kl_weight']:g} KL per latent element, "
         f"posterior log-variance initialised at {config['vae_logvar_init']:g}; "
         f"final reconstruction loss {training['vae']['final_reconstruction_loss']:.5f}.",
         f"* Latent cache: {config['num_scenes']} rendered training scenes encoded once; "
         f"scaling_factor {training['scaling_factor']:.4f} (unit-variance latents).",
-        f"* UNet + text encoder: {training['unet_steps_done']} of {config['unet_steps']} steps x {config['unet_batch']} "
+        f"* UNet{' + text encoder' if trains_text else ' (text encoder frozen at its seeded initialisation)'}: "
+        f"{training['unet_steps_done']} of {config['unet_steps']} steps x {config['unet_batch']} "
         f"(posterior samples of cached latents, random caption templates incl. clip templates "
         f"{_pct(config['clip_caption_probability'])}, empty caption {_pct(config['caption_dropout'])}); "
-        f"epsilon MSE with min-SNR-{config['min_snr_gamma']:g} weighting, offset noise {config.get('offset_noise', 0):g} "
+        f"{objective}, offset noise {config.get('offset_noise', 0):g} "
         "(per-sample, per-channel constant added to the noise, so that the background must come from the caption), "
         f"error weighted x{1 + config.get('object_loss_weight', 0):g} on latent pixels at and next to the object, "
         f"AdamW lr {config['lr']} "
@@ -69,16 +82,17 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
         f"* VAE (`AutoencoderKL`): block_out_channels {tuple(config['vae_channels'])}, 1 layer per block, "
         f"64x64x3 -> {64 // 2 ** (len(config['vae_channels']) - 1)}x{64 // 2 ** (len(config['vae_channels']) - 1)}x4; "
         f"{params['vae'] / 1e6:.2f}M parameters, stored {config['vae_storage_dtype']}.",
-        f"* UNet (`UNet2DConditionModel`): block_out_channels {tuple(config['unet_channels'])}, CrossAttnDownBlock2D x"
-        f"{len(config['unet_channels']) - 1} + DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D + CrossAttnUpBlock2D x"
-        f"{len(config['unet_channels']) - 1}, 1 layer per block, {config['unet_heads']} heads, layer-norm transformer "
-        f"blocks, cross-attention width {config['text_width']}; {params['unet'] / 1e6:.2f}M parameters, stored "
+        f"* UNet (`UNet2DConditionModel`): block_out_channels {tuple(config['unet_channels'])}, down blocks "
+        f"{', '.join(down_blocks)}, UNetMidBlock2DCrossAttn, up blocks {', '.join(reversed(up_blocks))}, 1 layer per "
+        f"block, {config['unet_heads']} heads, layer-norm transformer blocks, cross-attention width {config['text_width']}"
+        f"{pooled}; {params['unet'] / 1e6:.2f}M parameters, stored "
         f"{config['unet_storage_dtype']} (loaded as float32 by default).",
         f"* Text encoder (`CLIPTextModel`): width {config['text_width']}, {config['text_layers']} layers, "
         f"{config['text_heads']} heads, 16 positions; {params['text_encoder'] / 1e6:.2f}M parameters, stored float32.",
         "* Tokenizer (`CLIPTokenizer`): CLIP's byte-level BPE layout with our own vocab.json/merges.txt, every "
         "caption word of the toy world one token; `model_max_length` 16.",
-        "* Scheduler: Stable Diffusion's `PNDMScheduler` config (scaled_linear 0.00085 -> 0.012, 1000 steps, epsilon).",
+        "* Scheduler: Stable Diffusion's `PNDMScheduler` config (scaled_linear 0.00085 -> 0.012, 1000 steps, "
+        f"{prediction}).",
         f"* Weights: {sum(weights.values()) / 1e6:.1f} MB in all ("
         + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in weights.items()) + ").",
         "",
