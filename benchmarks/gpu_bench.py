@@ -238,14 +238,15 @@ def random_base(configs: Path, device: torch.device, tiny: bool):
 def toy_base():
     """The architecture of the demo's bundled toy model (``tuneavideo.toymodel``) with random weights."""
     from tuneavideo.loading import BaseModel
-    from tuneavideo.toymodel.pretrain import FULL, SD_SCHEDULER, build_models
+    from tuneavideo.toymodel.pretrain import FULL, build_models, scheduler_config
     from tuneavideo.toymodel.tokenizer import load_tokenizer, save_tokenizer_files
 
     with tempfile.TemporaryDirectory() as folder:  # the tokenizer reads its files when it loads
         tokenizer = load_tokenizer(save_tokenizer_files(Path(folder) / "tokenizer"))
     torch.manual_seed(0)
     vae, text_encoder, unet = build_models(FULL, tokenizer)
-    return BaseModel(vae.eval(), text_encoder.eval(), tokenizer, unet.eval(), dict(SD_SCHEDULER, _class_name="PNDMScheduler"),
+    scheduler = dict(scheduler_config(FULL.prediction_type), _class_name="PNDMScheduler")
+    return BaseModel(vae.eval(), text_encoder.eval(), tokenizer, unet.eval(), scheduler,
                      source="random weights: the demo's toy-sd architecture")
 
 

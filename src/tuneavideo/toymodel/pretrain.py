@@ -113,7 +113,7 @@ class PretrainConfig:
     vae_logvar_init: float = -6.0
     # latent cache
     num_scenes: int = 12000
-    # UNet + text encoder training
+    # UNet (and text encoder) training
     unet_steps: int = 5500
     unet_batch: int = 32
     lr: float = 8e-4
@@ -126,8 +126,8 @@ class PretrainConfig:
     # Loss weighting, as a weight on the squared error of the clean latent x0 that the prediction implies (the
     # epsilon error is SNR times it, the v error SNR + 1 times it): max(min(SNR, min_snr_gamma), x0_weight_floor).
     # Min-SNR alone (Hang et al. 2023; plain epsilon MSE clipped at low noise) weights x0 by SNR, 0.005-0.1 at
-    # t = 650-1000, where the object's place and shape are decided: models trained so drew shapeless blobs. The floor
-    # of 1 with v-prediction weights those timesteps as v-prediction's plain MSE does.
+    # t = 650-1000, where the object's place and shape are decided. A floor of 1 with v-prediction weights those
+    # timesteps as v-prediction's plain MSE does.
     min_snr_gamma: float = 5.0
     x0_weight_floor: float = 1.0
     # "offset noise": extra per-(sample, channel) constant noise of this std. Stable Diffusion's schedule keeps
