@@ -23,6 +23,12 @@ from tuneavideo.toyworld.render import (
 )
 
 BUNDLED = Path(__file__).resolve().parents[1] / "src" / "tuneavideo" / "assets" / "toy-sd"
+#: A pretraining run small enough for a test (seconds).
+TINY_RUN = dict(
+    vae_channels=(8, 8, 8), vae_groups=4, unet_channels=(16, 32, 32), unet_groups=8, unet_heads=2,
+    text_width=16, text_layers=1, text_heads=2, vae_batch=2, unet_batch=2, num_scenes=4, warmup_steps=1,
+    monitor_every=0, log_every=0,
+)
 SD_BLOCKS = {"CrossAttnDownBlock2D", "DownBlock2D", "UNetMidBlock2DCrossAttn", "UpBlock2D", "CrossAttnUpBlock2D"}
 
 
@@ -238,11 +244,7 @@ def test_pretrain_runs_end_to_end_and_the_result_loads(tmp_path):
     from tuneavideo.loading import load_base
     from tuneavideo.toymodel.pretrain import pretrain
 
-    tiny = dict(
-        vae_channels=(8, 8, 8), vae_groups=4, unet_channels=(16, 32, 32), unet_groups=8, unet_heads=2,
-        text_width=16, text_layers=1, text_heads=2, vae_batch=2, unet_batch=2, num_scenes=4, warmup_steps=1,
-        monitor_every=0, log_every=0,
-    )
+    tiny = TINY_RUN
     out = tmp_path / "toy"
     summary = pretrain(out, seed=1, vae_steps=2, unet_steps=3, progress=False, **tiny)
     assert summary["unet_steps_done"] == 3 and (out / "training.json").is_file()
@@ -275,11 +277,7 @@ def test_frozen_text_encoder_is_saved_as_initialised(tmp_path):
     from tuneavideo.toymodel.pretrain import FULL, build_models, pretrain
     from tuneavideo.toymodel.tokenizer import load_tokenizer, save_tokenizer_files
 
-    tiny = dict(
-        vae_channels=(8, 8, 8), vae_groups=4, unet_channels=(16, 32, 32), unet_groups=8, unet_heads=2,
-        text_width=16, text_layers=1, text_heads=2, vae_batch=2, unet_batch=2, num_scenes=4, warmup_steps=1,
-        monitor_every=0, log_every=0,
-    )
+    tiny = TINY_RUN
     pretrain(tmp_path / "toy", seed=5, vae_steps=1, unet_steps=3, progress=False, train_text_encoder=False, **tiny)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = load_tokenizer(save_tokenizer_files(Path(tmp) / "tok"))
@@ -382,11 +380,7 @@ def test_v_prediction_run_writes_a_v_prediction_scheduler(tmp_path):
     from tuneavideo.loading import load_base
     from tuneavideo.toymodel.pretrain import pretrain
 
-    tiny = dict(
-        vae_channels=(8, 8, 8), vae_groups=4, unet_channels=(16, 32, 32), unet_groups=8, unet_heads=2,
-        text_width=16, text_layers=1, text_heads=2, vae_batch=2, unet_batch=2, num_scenes=4, warmup_steps=1,
-        monitor_every=0, log_every=0,
-    )
+    tiny = TINY_RUN
     pretrain(tmp_path / "v", seed=1, vae_steps=1, unet_steps=2, progress=False, prediction_type="v_prediction",
              x0_weight_floor=1.0, **tiny)
     written = json.loads((tmp_path / "v" / "scheduler" / "scheduler_config.json").read_text())
