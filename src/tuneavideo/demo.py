@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -113,7 +114,9 @@ def _run(folder, began, train_steps, steps, settings, device, progress, log) -> 
     rows, scores = [("source: " + prompt, source)], []
     for change, edit_prompt, video in zip(EDITS, prompts, result.videos):
         score = score_edit(source, video, change, source_attributes)
-        scores.append({"prompt": edit_prompt, "edit": change, **score.as_dict()})
+        # a video with no object in any frame has no found-frame motion error: null in the JSON, not NaN
+        values = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in score.as_dict().items()}
+        scores.append({"prompt": edit_prompt, "edit": change, **values})
         rows.append((edit_prompt, to_uint8_frames(video)))
     _write_grid(folder / "grid.png", rows)
     seconds = time.perf_counter() - began
