@@ -8,6 +8,8 @@ the detector scores every edited frame (see ``tuneavideo.toyworld.metrics``). Va
 - ``no-tuning``: the inflated model, untuned, with inversion;
 - ``no-inversion``: tuned, sampled from random noise;
 - ``per-frame-attn``: tuned and sampled with per-frame self-attention instead of sparse-causal;
+- ``per-frame-norms``: tuned and sampled with the ResNet GroupNorm statistics per frame instead of pooled
+  over the video's frames (sparse-causal attention kept);
 - ``image-model``: the image model frame by frame (per-frame attention and norms, no tuning),
   with per-frame inversion;
 - ``steps-N``: tuning for N steps (N = 0 is ``no-tuning``).
@@ -147,9 +149,9 @@ def motion_by_offset(per_clip: list[dict], variant: str) -> list[dict]:
 
 
 def tuned_model(base_folder: Path, config: RunConfig, frames: torch.Tensor, state: dict | None, *,
-                per_frame: bool = False, image_model: bool = False) -> TunedModel:
+                per_frame: bool = False, per_frame_norms: bool = False, image_model: bool = False) -> TunedModel:
     base = load_base(base_folder)
-    unet = build_video_unet(base)
+    unet = build_video_unet(base, frame_norms="per-frame" if per_frame_norms else "pooled")
     if state is not None:
         params = dict(unet.named_parameters())
         with torch.no_grad():
@@ -215,15 +217,21 @@ def run_clip(index: int, clip, edits, args, work: Path) -> dict:
     results["image-model"] = evaluate(tuned_model(TOY_MODEL, config, frames, None, image_model=True), clip, edits, source)
 
     # Per-frame attention: tuned with it as well as sampled with it.
-    per_frame_state = _tune_per_frame(config, args.full_steps, work / f"run-{index}-per-frame")
+    per_frame_state = _tune_ablation(config, args.full_steps, work / f"run-{index}-per-frame", frame_attention="per-frame")
     results["per-frame-attn"] = evaluate(tuned_model(TOY_MODEL, config, frames, per_frame_state, per_frame=True), clip, edits, source)
+    # Per-frame GroupNorm statistics: likewise tuned with them.
+    norms_state = _tune_ablation(config, args.full_steps, work / f"run-{index}-frame-norms", frame_norms="per-frame")
+    results["per-frame-norms"] = evaluate(tuned_model(TOY_MODEL, config, frames, norms_state, per_frame_norms=True), clip, edits, source)
     return results
 
 
-def _tune_per_frame(config: RunConfig, steps: int, run_dir: Path) -> dict:
-    per_frame = RunConfig.from_dict(config.to_dict())
-    per_frame.tune.steps, per_frame.tune.frame_attention = steps, "per-frame"
-    tune(str(TOY_MODEL), per_frame, run_dir, progress=False, log=lambda *_: None)
+def _tune_ablation(config: RunConfig, steps: int, run_dir: Path, **tune_changes) -> dict:
+    """Tune ``steps`` steps with ``config.tune`` changed by ``tune_changes``; the trained tensors."""
+    changed = RunConfig.from_dict(config.to_dict())
+    changed.tune.steps = steps
+    for name, value in tune_changes.items():
+        setattr(changed.tune, name, value)
+    tune(str(TOY_MODEL), changed, run_dir, progress=False, log=lambda *_: None)
     return trained_state(run_dir)
 
 
@@ -300,7 +308,7 @@ def main(argv=None) -> int:
               "and running the same command again measures only the rest", file=sys.stderr)
         return 1
     variants = list(per_clip[0])
-    order = ["full", "no-tuning", "no-inversion", "per-frame-attn", "image-model"] + sorted(
+    order = ["full", "no-tuning", "no-inversion", "per-frame-attn", "per-frame-norms", "image-model"] + sorted(
         (v for v in variants if v.startswith("steps-")), key=lambda v: int(v.split("-")[1]))
     summary = {v: {m: float(np.nanmean([c[v][m] for c in per_clip])) for m in per_clip[0][v] if m != "frames"} for v in order}
     by_offset = {v: motion_by_offset(per_clip, v) for v in order}

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "toyworld_quality.py"
-VARIANTS = ("full", "no-tuning", "no-inversion", "per-frame-attn", "image-model", "steps-0", "steps-2")
+VARIANTS = ("full", "no-tuning", "no-inversion", "per-frame-attn", "per-frame-norms", "image-model", "steps-0", "steps-2")
 
 
 def test_quality_benchmark_runs_every_variant(tmp_path):

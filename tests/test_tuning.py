@@ -153,3 +153,31 @@ def test_validation_samples_during_tuning(clip, tmp_path):
     tune(tiny_base(), config, tmp_path / "run", progress=False)
     samples = list((tmp_path / "run" / "samples" / "step-2").glob("*.gif"))
     assert [p.name for p in samples] == ["00-a-white-square-moving-left.gif"]
+
+
+def test_frame_norms_ablation_reaches_the_loaded_run(clip, tmp_path):
+    """``frame_norms="per-frame"`` is saved with the run and comes back with it: the reloaded UNet is the inflated
+    image UNet with the run's adapter, per-frame attention and per-frame GroupNorm statistics, built by hand here;
+    with the method's pooled statistics it differs."""
+    from tuneavideo.cli import build_parser
+    from tuneavideo.config import ConfigError
+    from tuneavideo.editing import load_run
+
+    config = run_config(clip, steps=1, learning_rate=1e-3, frame_attention="per-frame", frame_norms="per-frame")
+    tune(tiny_base(), config, tmp_path / "run", progress=False)
+    unet = load_run(tmp_path / "run", base_model=tiny_base()).pipe.unet
+    by_hand = TuneAVideoUNet.from_unet2d(tiny_unet())
+    load_adapter(by_hand, tmp_path / "run" / ADAPTER)
+    by_hand.set_frame_attention("per-frame")
+    by_hand.pool_norm_over_frames = False
+    torch.manual_seed(3)
+    x, context = torch.randn(1, 4, 3, 8, 8), torch.randn(1, 7, 32)
+    with torch.no_grad():
+        out = unet(x, 10, context).sample
+        torch.testing.assert_close(out, by_hand(x, 10, context).sample, atol=1e-6, rtol=1e-5)
+        by_hand.pool_norm_over_frames = True
+        assert not torch.allclose(by_hand(x, 10, context).sample, out, atol=1e-4)
+    assert build_parser().parse_args(["tune", "--frame-norms", "per-frame"]).frame_norms == "per-frame"
+    config.tune.frame_norms = "frame"
+    with pytest.raises(ConfigError, match="frame_norms 'frame' is unknown"):
+        config.validate()

@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--trainable", dest="trainable_modules", nargs="+", help="module name suffixes to train (default attn1.to_q attn2.to_q attn_temp)")
     tune.add_argument("--frame-attention", choices=("sparse-causal", "per-frame"),
                       help="self-attention across frames (default sparse-causal; per-frame is the paper's ablation)")
+    tune.add_argument("--frame-norms", choices=("pooled", "per-frame"),
+                      help="ResNet GroupNorm statistics over all frames (default pooled, the method) or per frame (an ablation)")
     tune.add_argument("--checkpoint-every", type=int, help="save a resumable checkpoint every N steps (default 100; 0: never)")
     tune.add_argument("--validation-every", type=int, help="sample the validation prompts every N steps (0: never)")
     tune.add_argument("--validation-prompt", dest="prompts", action="append", help="a validation prompt (repeatable)")
@@ -111,7 +113,7 @@ def _tune(args: argparse.Namespace) -> int:
     config.video = replace(config.video, **_overrides(args, ("path", "prompt", "num_frames", "width", "height", "start", "stride", "resize")))
     config.tune = replace(config.tune, **_overrides(
         args, ("base_model", "tune_steps", "learning_rate", "tune_seed", "mixed_precision", "gradient_checkpointing",
-               "profile", "channels_last", "compile", "trainable_modules", "frame_attention", "checkpoint_every", "validation_every"),
+               "profile", "channels_last", "compile", "trainable_modules", "frame_attention", "frame_norms", "checkpoint_every", "validation_every"),
         {"tune_steps": "steps", "tune_seed": "seed"}))
     config.sample = replace(config.sample, **_overrides(args, SAMPLE_FIELDS + ("prompts",)))
     config.validate()

@@ -55,6 +55,9 @@ class TuneConfig:
     compile: bool = False  # torch.compile the UNet (minutes of compilation on the first steps)
     trainable_modules: tuple[str, ...] = DEFAULT_TRAINABLE
     frame_attention: str = "sparse-causal"  # or "per-frame": the paper's ablation of sparse-causal attention
+    # ResNet GroupNorm statistics: "pooled" over all frames of the video (the inflation of the method and the
+    # reference), or "per-frame" (as the image model computes them): an ablation
+    frame_norms: str = "pooled"
     checkpoint_every: int = 100
     validation_every: int = 0
 
@@ -136,6 +139,8 @@ class RunConfig:
             raise ConfigError("steps must be 0 or more")
         if t.frame_attention not in ("sparse-causal", "per-frame"):
             raise ConfigError(f"frame_attention {t.frame_attention!r} is unknown; use sparse-causal or per-frame")
+        if t.frame_norms not in ("pooled", "per-frame"):
+            raise ConfigError(f"frame_norms {t.frame_norms!r} is unknown; use pooled or per-frame")
         if not t.trainable_modules:
             raise ConfigError("trainable_modules is empty; give at least one module name pattern such as attn_temp")
         if s.num_inference_steps < 1 or s.num_inversion_steps < 1:

@@ -98,7 +98,7 @@ def load_run(
         if not (run_dir / ADAPTER).is_file():
             raise RunError(f"{run_dir} has no {ADAPTER}: tuning did not finish; resume it with 'tuneavideo tune --resume'")
         base = base_model if isinstance(base_model, BaseModel) else load_base(base_model or config.tune.base_model, dtype=torch.float32)
-        unet = build_video_unet(base, config.tune.frame_attention)
+        unet = build_video_unet(base, config.tune.frame_attention, config.tune.frame_norms)
         load_adapter(unet, run_dir / ADAPTER)
         source = read_video(run_dir / SOURCE, num_frames=config.video.num_frames, width=config.video.width, height=config.video.height) if (run_dir / SOURCE).is_file() else None
         if inverted is None and (run_dir / INVERSION).is_file():
