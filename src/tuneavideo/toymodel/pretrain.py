@@ -93,6 +93,9 @@ class PretrainConfig:
     # also condition every ResNet block on the caption through the timestep embedding (diffusers'
     # ``addition_embed_type="text"``: an attention-pooled text embedding added to it), not only the attention levels
     pooled_text_conditioning: bool = True
+    # how the timestep (+ pooled caption) embedding enters each ResNet block: "default" adds a per-channel shift
+    # (Stable Diffusion), "scale_shift" also scales the normalised features (FiLM; the improved DDPM / ADM layout)
+    unet_time_scale_shift: str = "default"
     unet_groups: int = 16
     text_width: int = 128
     text_layers: int = 3
@@ -140,6 +143,9 @@ class PretrainConfig:
     # object is a tenth of the image, and its shape a few latent pixels; without it the model learns the
     # background and the colour first and draws the same blob for every shape
     object_loss_weight: float = 4.0
+    # share of each batch whose timesteps are drawn from the noisier half of the schedule (t >= 500) instead of
+    # all of it: 0 samples timesteps uniformly; 0.5 puts three quarters of the samples at t >= 500
+    high_noise_share: float = 0.0
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
     clip_caption_probability: float = 0.3
@@ -225,6 +231,7 @@ def build_models(config: PretrainConfig, tokenizer) -> tuple:
         attention_head_dim=config.unet_heads,  # diffusers' SD configs store the number of heads here
         **(dict(addition_embed_type="text", addition_embed_type_num_heads=config.unet_heads)
            if config.pooled_text_conditioning else {}),
+        resnet_time_scale_shift=config.unet_time_scale_shift,
         flip_sin_to_cos=True,
         freq_shift=0,
     )
@@ -535,7 +542,11 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
             if config.offset_noise:
                 noise = noise + config.offset_noise * torch.randn(latents.shape[:2] + (1, 1), generator=gen)
             noise = noise.to(device)
-            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (config.unet_batch,), generator=gen)
+            total_t = noise_scheduler.config.num_train_timesteps
+            timesteps = torch.randint(0, total_t, (config.unet_batch,), generator=gen)
+            if config.high_noise_share:  # (no extra draws when off: runs without it stay reproducible)
+                upper = torch.randint(total_t // 2, total_t, (config.unet_batch,), generator=gen)
+                timesteps = torch.where(torch.rand(config.unet_batch, generator=gen) < config.high_noise_share, upper, timesteps)
             timesteps = timesteps.to(device)
             noisy = noise_scheduler.add_noise(latents, noise, timesteps)
             prediction = unet(noisy, timesteps, context).sample

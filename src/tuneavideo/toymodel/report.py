@@ -29,6 +29,11 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
     down_blocks = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention]
     up_blocks = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in attention]
     pooled = ", pooled caption embedding added to the timestep embedding" if config.get("pooled_text_conditioning") else ""
+    if config.get("unet_time_scale_shift", "default") == "scale_shift":
+        pooled += ", which scales and shifts every ResNet block's normalised features (`resnet_time_scale_shift` scale_shift)"
+    high = config.get("high_noise_share", 0.0)
+    timesteps = (f"timesteps uniform, except {_pct(high)} of each batch drawn from t >= 500 only; " if high
+                 else "timesteps uniform; ")
     if command is None:
         flags = [] if config["seed"] == 0 else [f"--seed {config['seed']}"]
         if training.get("unet_stopped_early"):  # cut short by --max-minutes: stop at the same step
@@ -69,7 +74,7 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
         f"{training['unet_steps_done']} of {config['unet_steps']} steps x {config['unet_batch']} "
         f"(posterior samples of cached latents, random caption templates incl. clip templates "
         f"{_pct(config['clip_caption_probability'])}, empty caption {_pct(config['caption_dropout'])}); "
-        f"{objective}, offset noise {config.get('offset_noise', 0):g} "
+        f"{timesteps}{objective}, offset noise {config.get('offset_noise', 0):g} "
         "(per-sample, per-channel constant added to the noise, so that the background must come from the caption), "
         f"error weighted x{1 + config.get('object_loss_weight', 0):g} on latent pixels at and next to the object, "
         f"AdamW lr {config['lr']} "
