@@ -102,7 +102,8 @@ def test_project_loader_and_inflation_accept_the_bundled_model():
     base = load_base(BUNDLED)
     video_unet = TuneAVideoUNet.from_unet2d(base.unet)
     torch.manual_seed(0)
-    frame = torch.randn(1, 4, 16, 16)
+    size = base.unet.config.sample_size
+    frame = torch.randn(1, 4, size, size)
     ids = base.tokenizer(["a red circle moving right on green grass"], padding="max_length",
                          max_length=base.tokenizer.model_max_length, return_tensors="pt").input_ids
     with torch.no_grad():
@@ -390,3 +391,41 @@ def test_v_prediction_run_writes_a_v_prediction_scheduler(tmp_path):
     assert pipe.scheduler.config.prediction_type == "v_prediction"
     with pytest.raises(ValueError, match="prediction_type"):
         pretrain(tmp_path / "x", vae_steps=1, unet_steps=1, progress=False, prediction_type="sample", **tiny)
+
+
+def test_timestep_draws_with_a_high_noise_share():
+    """No share: exactly ``torch.randint``'s draws (older runs reproduce). Share s: the chance of t >= 500 is
+    (1 + s) / 2, every draw stays in [0, 1000), and s = 1 draws only from the noisier half."""
+    from dataclasses import replace
+
+    from tuneavideo.toymodel.pretrain import FULL, draw_timesteps
+
+    plain = replace(FULL, unet_batch=4096, high_noise_share=0.0)
+    torch.testing.assert_close(draw_timesteps(plain, 1000, torch.Generator().manual_seed(5)),
+                               torch.randint(0, 1000, (4096,), generator=torch.Generator().manual_seed(5)))
+    for share in (0.5, 1.0):
+        t = draw_timesteps(replace(plain, high_noise_share=share), 1000, torch.Generator().manual_seed(5))
+        assert 0 <= int(t.min()) and int(t.max()) < 1000
+        assert abs((t >= 500).float().mean().item() - (1 + share) / 2) < 0.03
+    assert int(draw_timesteps(replace(plain, high_noise_share=1.0), 1000, torch.Generator().manual_seed(6)).min()) >= 500
+
+
+def test_film_conditioning_is_a_standard_unet_that_inflates_exactly(tmp_path):
+    """``unet_time_scale_shift="scale_shift"``: the saved UNet says so in its config, loads with diffusers, and its
+    inflation equals it on identical frames."""
+    from tuneavideo.loading import load_base
+    from tuneavideo.models import TuneAVideoUNet
+    from tuneavideo.toymodel.pretrain import pretrain
+
+    pretrain(tmp_path / "film", seed=2, vae_steps=1, unet_steps=2, progress=False, unet_time_scale_shift="scale_shift",
+             high_noise_share=0.5, **TINY_RUN)
+    assert json.loads((tmp_path / "film" / "unet" / "config.json").read_text())["resnet_time_scale_shift"] == "scale_shift"
+    base = load_base(tmp_path / "film")
+    size = base.unet.config.sample_size
+    torch.manual_seed(0)
+    frame, context = torch.randn(1, 4, size, size), torch.randn(1, 16, base.unet.config.cross_attention_dim)
+    with torch.no_grad():
+        image = base.unet(frame, 700, context).sample
+        video = TuneAVideoUNet.from_unet2d(base.unet)(frame.unsqueeze(2).expand(-1, -1, 3, -1, -1), 700, context).sample
+    for i in range(3):
+        torch.testing.assert_close(video[:, :, i], image, atol=1e-5, rtol=1e-4)

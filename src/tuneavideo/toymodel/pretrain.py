@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from .data import HELD_OUT, render_batch, random_caption, scene_attributes, training_scene
 from .tokenizer import MODEL_MAX_LENGTH, load_tokenizer, save_tokenizer_files
 
-__all__ = ["FAST", "FULL", "HELD_OUT", "PretrainConfig", "SD_SCHEDULER", "build_models", "loss_weights", "pretrain",
+__all__ = ["FAST", "FULL", "HELD_OUT", "PretrainConfig", "SD_SCHEDULER", "build_models", "draw_timesteps", "loss_weights", "pretrain",
            "save_pipeline", "scheduler_config"]
 
 #: Stable Diffusion 1.x's scheduler config (the PNDM scheduler it ships with; the schedule is what matters).
@@ -247,6 +247,17 @@ def loss_weights(alphas_cumprod: torch.Tensor, config: PretrainConfig) -> torch.
     x0_weight = torch.clamp(x0_weight, min=config.x0_weight_floor)
     # squared prediction error = (SNR or SNR + 1) x squared x0 error
     return x0_weight / (snr + 1 if config.prediction_type == "v_prediction" else snr)
+
+
+def draw_timesteps(config: PretrainConfig, num_train_timesteps: int, gen: torch.Generator) -> torch.Tensor:
+    """``config.unet_batch`` training timesteps: uniform, except that a ``config.high_noise_share`` of them (each
+    independently) come from the noisier half of the schedule only. With no share the draws are exactly
+    ``torch.randint``'s, so runs from before the option reproduce."""
+    timesteps = torch.randint(0, num_train_timesteps, (config.unet_batch,), generator=gen)
+    if config.high_noise_share:
+        upper = torch.randint(num_train_timesteps // 2, num_train_timesteps, (config.unet_batch,), generator=gen)
+        timesteps = torch.where(torch.rand(config.unet_batch, generator=gen) < config.high_noise_share, upper, timesteps)
+    return timesteps
 
 
 def _storage_copy(module: torch.nn.Module, dtype_name: str) -> torch.nn.Module:
@@ -542,12 +553,7 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
             if config.offset_noise:
                 noise = noise + config.offset_noise * torch.randn(latents.shape[:2] + (1, 1), generator=gen)
             noise = noise.to(device)
-            total_t = noise_scheduler.config.num_train_timesteps
-            timesteps = torch.randint(0, total_t, (config.unet_batch,), generator=gen)
-            if config.high_noise_share:  # (no extra draws when off: runs without it stay reproducible)
-                upper = torch.randint(total_t // 2, total_t, (config.unet_batch,), generator=gen)
-                timesteps = torch.where(torch.rand(config.unet_batch, generator=gen) < config.high_noise_share, upper, timesteps)
-            timesteps = timesteps.to(device)
+            timesteps = draw_timesteps(config, noise_scheduler.config.num_train_timesteps, gen).to(device)
             noisy = noise_scheduler.add_noise(latents, noise, timesteps)
             prediction = unet(noisy, timesteps, context).sample
             target = noise_scheduler.get_velocity(latents, noise, timesteps) if config.prediction_type == "v_prediction" else noise

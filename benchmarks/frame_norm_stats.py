@@ -1,0 +1,153 @@
+"""How GroupNorm statistics pooled over a video's frames couple the frames, measured on toy-world edits.
+
+The inflated UNet (untuned, as ``no-tuning`` in ``toyworld_quality.py``) inverts each source clip and samples
+its three edits twice: with the method's pooled ResNet GroupNorm statistics, and with per-frame statistics (the
+image model's). With pooled statistics every frame is normalised by the video's standard deviation, not its
+own. For each frame of each edit this records ``ratio``: the frame's own feature standard deviation over the
+pooled one (sigma_f / sigma_pool, per group, averaged over the groups, over every pooled GroupNorm and over the
+sampling steps; the conditional branch of classifier-free guidance), and whether the detector finds an object
+in the sampled frame. A frame with a ratio below 1 has its features scaled down by the pooled statistics.
+
+Usage: ``python benchmarks/frame_norm_stats.py --clips 6`` (about 1 minute a clip on one CPU core;
+``--model DIR`` measures another pipeline folder). Prints a markdown table; ``--out`` also writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from toyworld_quality import make_clips, tuned_model
+from tuneavideo.config import RunConfig
+from tuneavideo.demo import TOY_MODEL
+from tuneavideo.models.unet import FrameGroupNorm
+from tuneavideo.toyworld import clip_caption, detect_video, render_clip, with_attributes
+from tuneavideo.toyworld.metrics import to_uint8_frames
+
+#: Ratio bins of the summary table.
+BINS = (0.0, 0.85, 1.15, float("inf"))
+
+
+class RatioRecorder:
+    """Forward hooks on every :class:`FrameGroupNorm`: sigma_f / sigma_pool of the last video in the batch."""
+
+    def __init__(self, unet, num_frames: int):
+        self.num_frames, self.active, self.ratios = num_frames, False, []
+        self.handles = [m.register_forward_hook(self._hook) for m in unet.modules() if isinstance(m, FrameGroupNorm)]
+
+    def _hook(self, module, inputs, output) -> None:
+        if not self.active:
+            return
+        x = inputs[0].float()
+        videos = x.shape[0] // self.num_frames
+        grouped = x.reshape(videos, self.num_frames, module.num_groups, -1)
+        own = grouped.std(dim=-1)  # (videos, f, groups)
+        pooled = grouped.transpose(1, 2).reshape(videos, module.num_groups, -1).std(dim=-1)[:, None]
+        self.ratios.append((own / pooled).mean(dim=-1)[-1].numpy())  # the last video: the conditional branch
+
+    def take(self) -> np.ndarray:
+        mean = np.mean(self.ratios, axis=0)
+        self.ratios = []
+        return mean
+
+
+def measure_clip(model: Path, clip, edits, steps: int, guidance: float) -> dict:
+    source = render_clip(clip, size=64)
+    frames = torch.from_numpy(source).permute(0, 3, 1, 2).float() / 255
+    result = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "frames"
+        folder.mkdir()
+        for i, frame in enumerate(source):
+            Image.fromarray(frame).save(folder / f"{i:03d}.png")
+        config = RunConfig()
+        config.video.path, config.video.prompt = str(folder), clip_caption(clip)
+        config.video.num_frames, config.video.width, config.video.height = clip.num_frames, 64, 64
+        for norms in ("pooled", "per-frame"):
+            tuned = tuned_model(model, config, frames, None)
+            tuned.pipe.unet.pool_norm_over_frames = norms == "pooled"
+            recorder = RatioRecorder(tuned.pipe.unet, clip.num_frames)
+            latents = tuned.invert(steps, progress=False)
+            rows = []
+            for change in edits:
+                recorder.active = True
+                video = tuned.pipe([clip_caption(with_attributes(clip, **change))], clip.num_frames, 64, 64, steps,
+                                   guidance, "", 0.0, None, latents)[0]
+                recorder.active = False
+                ratio = recorder.take() if norms == "pooled" else np.ones(clip.num_frames)
+                found = [d.shape is not None for d in detect_video(to_uint8_frames(video))]
+                rows.append({"edit": change, "ratio": ratio.round(4).tolist(), "found": found})
+            result[norms] = rows
+    return result
+
+
+def summarise(per_clip: list[dict]) -> dict:
+    pooled = [(r, f) for clip in per_clip for row in clip["pooled"] for r, f in zip(row["ratio"], row["found"])]
+    per_frame = [f for clip in per_clip for row in clip["per-frame"] for f in row["found"]]
+    bins = []
+    for lo, hi in zip(BINS, BINS[1:]):
+        inside = [f for r, f in pooled if lo <= r < hi]
+        bins.append({"ratio": [lo, hi], "frames": len(inside), "no_object": float(np.mean([not f for f in inside])) if inside else None})
+    ratios = np.array([r for r, _ in pooled])
+    return {
+        "frames": len(pooled),
+        "ratio_min": float(ratios.min()), "ratio_max": float(ratios.max()),
+        "ratio_spread": float(np.mean(np.abs(ratios - 1))),
+        "no_object_pooled": float(np.mean([not f for _, f in pooled])),
+        "no_object_per_frame": float(np.mean([not f for f in per_frame])),
+        "by_ratio": bins,
+    }
+
+
+def table(name: str, s: dict) -> str:
+    cells = " | ".join(
+        f"{b['no_object']:.2f} ({b['frames']})" if b["no_object"] is not None else "- (0)" for b in s["by_ratio"])
+    return (f"| {name} | {s['ratio_min']:.2f} - {s['ratio_max']:.2f} | {s['ratio_spread']:.3f} | {cells} | "
+            f"{s['no_object_pooled']:.2f} | {s['no_object_per_frame']:.2f} |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", help="pipeline folder (repeatable; default the bundled toy model)")
+    parser.add_argument("--clips", type=int, default=6, help="the first N clips of toyworld_quality.py's selection")
+    parser.add_argument("--seed", type=int, default=2024, help="seed of the clip selection (as toyworld_quality.py)")
+    parser.add_argument("--steps", type=int, default=25, help="DDIM inversion and sampling steps")
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--out", help="also write the per-frame records and the summary here (JSON)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    models = [Path(m) for m in (args.model or [str(TOY_MODEL)])]
+    for model in models:
+        if not (model / "model_index.json").is_file():
+            print(f"error: {model} is not a diffusers pipeline folder (no model_index.json); pass --model DIR",
+                  file=sys.stderr)
+            return 2
+    clips = make_clips(args.clips, 8, args.seed)
+    report = {"settings": {k: v for k, v in vars(args).items() if k != "model"}, "models": {}}
+    for model in models:
+        per_clip = []
+        for index, (clip, edits) in enumerate(clips):
+            per_clip.append(measure_clip(model, clip, edits, args.steps, args.guidance))
+            print(f"{model}: clip {index + 1}/{len(clips)} done", file=sys.stderr, flush=True)
+        report["models"][str(model)] = {"summary": summarise(per_clip), "per_clip": per_clip}
+    heads = " | ".join(f"no object, ratio {lo:g}-{hi:g}" if hi != float("inf") else f"no object, ratio >= {lo:g}"
+                       for lo, hi in zip(BINS, BINS[1:]))
+    print(f"| model | sigma_f / sigma_pool, min - max | mean abs(ratio - 1) | {heads} | no object, pooled | "
+          "no object, per-frame norms |")
+    print("|---|---|---|" + "---|" * (len(BINS) - 1) + "---|---|")
+    for model, data in report["models"].items():
+        print(table("bundled toy-sd" if Path(model) == TOY_MODEL else model, data["summary"]))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
