@@ -62,15 +62,16 @@ def resolve_precision(mixed_precision: str, device: torch.device, log: Callable[
     return {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[mixed_precision]
 
 
-def build_video_unet(base: BaseModel, frame_attention: str = "sparse-causal", frame_norms: str = "pooled") -> TuneAVideoUNet:
+def build_video_unet(base: BaseModel, frame_attention: str = "sparse-causal", frame_norms: str = "pooled",
+                     seed: int | None = None) -> TuneAVideoUNet:
     """Inflate the base's image UNet, or load the reference's already inflated ``unet/``.
 
     ``frame_attention`` and ``frame_norms`` are :class:`~tuneavideo.config.TuneConfig`'s (the method: sparse-causal,
-    pooled)."""
+    pooled); ``seed`` seeds the new temporal layers' initial weights (``None``: torch's global generator)."""
     if base.unet is None:
         unet = TuneAVideoUNet.from_reference(base.reference_unet_dir)
     else:
-        unet = TuneAVideoUNet.from_unet2d(base.unet)
+        unet = TuneAVideoUNet.from_unet2d(base.unet, seed=seed)
     unet.set_frame_attention(frame_attention)
     unet.pool_norm_over_frames = frame_norms == "pooled"
     return unet
@@ -206,7 +207,7 @@ def tune(
 
     device = resolve_device(device)
     dtype = resolve_precision(tc.mixed_precision, device, log)
-    unet = build_video_unet(base, tc.frame_attention, tc.frame_norms)
+    unet = build_video_unet(base, tc.frame_attention, tc.frame_norms, seed=tc.seed)
     trainable = set_trainable(unet, tc.trainable_modules)
     pipe = build_pipeline(base, unet)
     prepare_models(pipe, device, dtype, trainable)

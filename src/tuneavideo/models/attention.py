@@ -6,6 +6,8 @@ frames of one video adjacent in the batch axis. Temporal attention works on ``((
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention import BasicTransformerBlock
@@ -137,15 +139,21 @@ class VideoTransformerBlock(nn.Module):
 
 
 @torch.no_grad()
-def init_temporal(block: VideoTransformerBlock) -> None:
+@torch.no_grad()
+def init_temporal(block: VideoTransformerBlock, generator: torch.Generator | None = None) -> None:
     """The one place for the temporal layers' initialisation.
 
-    Linear layers get PyTorch's default init, ``norm_temp`` is the identity affine, and
+    Linear layers get PyTorch's default init (``nn.Linear.reset_parameters``' distribution, drawn from
+    ``generator``, or torch's global generator when ``None``), ``norm_temp`` is the identity affine, and
     ``attn_temp.to_out`` is zero, weight AND bias: the reference zeroes only the weight and leaves a
     random bias, so its inflated model is not the image model at step 0. With both zero, an inflated
     model fed identical frames reproduces the image model exactly.
     """
-    for module in (block.attn_temp.to_q, block.attn_temp.to_k, block.attn_temp.to_v, block.norm_temp):
-        module.reset_parameters()
+    for linear in (block.attn_temp.to_q, block.attn_temp.to_k, block.attn_temp.to_v):
+        nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5), generator=generator)
+        if linear.bias is not None:
+            bound = 1 / math.sqrt(linear.in_features)
+            nn.init.uniform_(linear.bias, -bound, bound, generator=generator)
+    block.norm_temp.reset_parameters()
     block.attn_temp.to_out[0].weight.zero_()
     block.attn_temp.to_out[0].bias.zero_()

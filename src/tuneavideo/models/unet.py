@@ -111,10 +111,13 @@ class TuneAVideoUNet(UNet2DConditionModel):
     # -- construction ------------------------------------------------------------------------------
 
     @classmethod
-    def from_unet2d(cls, unet: UNet2DConditionModel) -> TuneAVideoUNet:
+    def from_unet2d(cls, unet: UNet2DConditionModel, seed: int | None = None) -> TuneAVideoUNet:
         """Inflate an image UNet. Its weights are taken over (shared, not copied); the temporal
         layers are new (``to_out`` zero, so the result equals the image model on identical frames).
+        Their random initial weights come from a CPU generator seeded with ``seed``, or from torch's
+        global generator when ``seed`` is ``None``.
         """
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
         config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
         with torch.device("meta"):
             video = cls.from_config(config)
@@ -123,13 +126,16 @@ class TuneAVideoUNet(UNet2DConditionModel):
         new = [k for k in missing if _is_temporal(k)]
         _check_keys([k for k in missing if not _is_temporal(k)], unexpected, what="the image UNet")
         param = next(unet.parameters())
+        # a seeded initialisation draws on the CPU, so that it gives the same weights on every device
+        init_device = torch.device("cpu") if generator is not None else param.device
         for block in video.modules():
             if isinstance(block, VideoTransformerBlock):
-                for module in (block.attn_temp, block.norm_temp):
-                    module.to_empty(device=param.device)
-                init_temporal(block)
-                block.attn_temp.to(param.dtype)
-                block.norm_temp.to(param.dtype)
+                temporal = (block.attn_temp, block.norm_temp)
+                for module in temporal:
+                    module.to_empty(device=init_device)
+                init_temporal(block, generator)
+                for module in temporal:
+                    module.to(param.device, param.dtype)
         assert not any(p.is_meta for p in video.parameters()), new
         return video.train(unet.training)
 
