@@ -143,7 +143,7 @@ def main(argv=None) -> int:
           "no object, per-frame norms |")
     print("|---|---|---|" + "---|" * (len(BINS) - 1) + "---|---|")
     for model, data in report["models"].items():
-        print(table("bundled toy-sd" if Path(model) == TOY_MODEL else model, data["summary"]))
+        print(table("bundled toy-sd" if Path(model).resolve() == TOY_MODEL.resolve() else model, data["summary"]))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     return 0
