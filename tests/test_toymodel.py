@@ -429,3 +429,33 @@ def test_film_conditioning_is_a_standard_unet_that_inflates_exactly(tmp_path):
         video = TuneAVideoUNet.from_unet2d(base.unet)(frame.unsqueeze(2).expand(-1, -1, 3, -1, -1), 700, context).sample
     for i in range(3):
         torch.testing.assert_close(video[:, :, i], image, atol=1e-5, rtol=1e-4)
+
+
+def test_pretrain_command_line_sets_any_config_field():
+    from tuneavideo.toymodel.pretrain import main, parse_settings
+
+    assert parse_settings(["unet_time_scale_shift=scale_shift", "high_noise_share=0.5", "unet_channels=[32,64,128]",
+                           "unet_attention=[false,true,false]", "max_minutes=null"]) == {
+        "unet_time_scale_shift": "scale_shift", "high_noise_share": 0.5, "unet_channels": (32, 64, 128),
+        "unet_attention": (False, True, False), "max_minutes": None}
+    for bad in (["unet_width=64"], ["high_noise_share"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--output", "unused", "--set", *bad])
+        assert exit_info.value.code == 2
+
+
+def test_training_report_command_reproduces_the_run_settings():
+    """TRAINING.md's command: the shipped defaults need no flags; any other run's settings come back from its
+    flags through the command line's own parser."""
+    from dataclasses import asdict, replace
+
+    from tuneavideo.toymodel.pretrain import FULL, parse_settings
+    from tuneavideo.toymodel.report import reproduce_flags
+
+    assert reproduce_flags({"config": asdict(FULL), "device": "cpu"}) == []
+    changed = replace(FULL, seed=4, unet_steps=40000, unet_channels=(48, 96, 128), unet_time_scale_shift="scale_shift",
+                      high_noise_share=0.5, snapshot_dir="/tmp/snap")
+    flags = reproduce_flags({"config": json.loads(json.dumps(asdict(changed))), "device": "cuda:0"})
+    assert flags[-1] == "--device cuda" and "--seed 4" in flags and "--unet-steps 40000" in flags
+    settings = parse_settings([f.split(" ", 1)[1] for f in flags if f.startswith("--set ")])
+    assert replace(FULL, seed=4, unet_steps=40000, snapshot_dir="/tmp/snap", **settings) == changed

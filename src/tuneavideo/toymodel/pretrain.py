@@ -27,6 +27,8 @@ Command line::
 
     python -m tuneavideo.toymodel.pretrain --output DIR            # the shipped model (about an hour)
     python -m tuneavideo.toymodel.pretrain --output DIR --fast     # a few minutes: a smoke-test model
+    python -m tuneavideo.toymodel.pretrain --output DIR --device cuda --unet-steps 40000 \
+        --set unet_time_scale_shift=scale_shift                     # any PretrainConfig field: --set NAME=VALUE
 """
 
 from __future__ import annotations
@@ -614,6 +616,25 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
         return summary
 
 
+def parse_settings(items: list[str]) -> dict:
+    """``["name=value", ...]`` -> PretrainConfig overrides: values are JSON (lists become tuples where the field's
+    default is a tuple), or plain strings when they are not JSON."""
+    defaults = {f.name: getattr(FULL, f.name) for f in fields(PretrainConfig)}
+    settings = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: write NAME=VALUE, e.g. --set high_noise_share=0.5")
+        if name not in defaults:
+            raise ValueError(f"--set {name}: not a PretrainConfig field; see tuneavideo.toymodel.pretrain.PretrainConfig")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        settings[name] = tuple(value) if isinstance(value, list) and isinstance(defaults[name], tuple) else value
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tuneavideo.toymodel.pretrain", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", "-o", required=True, help="the pipeline folder to write")
@@ -626,15 +647,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
     parser.add_argument("--device", default="cpu", help="where to train: cpu (default) or cuda")
     parser.add_argument("--snapshot-dir", help="write the monitor's sample grids and the current pipeline here")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
+                        help="any other PretrainConfig field, e.g. --set unet_time_scale_shift=scale_shift "
+                             "--set unet_channels=[32,64,128] (JSON values; repeatable)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    try:
+        settings = parse_settings(args.settings)
+    except ValueError as error:
+        parser.error(str(error))
     try:
         device = torch.device(args.device)
     except RuntimeError:
         parser.error(f"--device {args.device!r} is not a torch device; use cpu or cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is visible to torch here; use --device cpu")
-    extra = {"threads": args.threads} if args.threads else {}
+    extra = dict(settings, **({"threads": args.threads} if args.threads else {}))
     if args.unet_stop_step is not None:
         extra["unet_stop_step"] = args.unet_stop_step
     if args.snapshot_dir:

@@ -10,6 +10,35 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+#: Settings that do not change the weights (monitoring, where snapshots go, the time budget, which a stop step replaces).
+_NOT_WEIGHTS = ("log_every", "monitor_every", "snapshot_dir", "max_minutes", "unet_stop_step")
+_FLAGS = {"seed": "--seed", "vae_steps": "--vae-steps", "unet_steps": "--unet-steps", "threads": "--threads"}
+
+
+def reproduce_flags(training: dict) -> list[str]:
+    """The pretraining command-line flags that give the weights of ``training`` (a ``training.json``) again: every
+    setting that differs from the shipped run's defaults, the device, and the stop step of a run cut short."""
+    from dataclasses import fields
+
+    from .pretrain import FULL
+
+    config = training["config"]
+    flags = []
+    for field in fields(FULL):
+        if field.name in _NOT_WEIGHTS or field.name not in config:
+            continue
+        default, value = (list(v) if isinstance(v, tuple) else v for v in (getattr(FULL, field.name), config[field.name]))
+        if default == value:
+            continue
+        flags.append(f"{_FLAGS[field.name]} {value}" if field.name in _FLAGS
+                     else f"--set {field.name}={json.dumps(value, separators=(',', ':'))}")
+    if str(training.get("device", "cpu")).startswith("cuda"):
+        flags.append("--device cuda")
+    if training.get("unet_stopped_early"):  # cut short by --max-minutes: stop at the same step
+        flags.append(f"--unet-stop-step {training['unet_steps_done']}")
+    return flags
+
+
 def write_report(folder: str | Path, results: dict, command: str | None = None) -> Path:
     """``results``: ``{"held_out": evaluate_model(...), "train": evaluate_model(...)}`` (records dropped)."""
     folder = Path(folder)
@@ -35,10 +64,8 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
     timesteps = (f"timesteps uniform, except {_pct(high)} of each batch drawn from t >= 500 only; " if high
                  else "timesteps uniform; ")
     if command is None:
-        flags = [] if config["seed"] == 0 else [f"--seed {config['seed']}"]
-        if training.get("unet_stopped_early"):  # cut short by --max-minutes: stop at the same step
-            flags.append(f"--unet-stop-step {training['unet_steps_done']}")
-        command = "python -m tuneavideo.toymodel.pretrain --output src/tuneavideo/assets/toy-sd " + " ".join(flags)
+        command = "python -m tuneavideo.toymodel.pretrain --output src/tuneavideo/assets/toy-sd " + " ".join(
+            reproduce_flags(training))
     lines = [
         "# toy-sd: how this model was trained",
         "",
