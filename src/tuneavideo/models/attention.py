@@ -139,7 +139,6 @@ class VideoTransformerBlock(nn.Module):
 
 
 @torch.no_grad()
-@torch.no_grad()
 def init_temporal(block: VideoTransformerBlock, generator: torch.Generator | None = None) -> None:
     """The one place for the temporal layers' initialisation.
 

@@ -465,6 +465,8 @@ def pretrain(
         raise TypeError(f"unknown pretrain settings: {', '.join(unknown)}")
     config = replace(base, **changes)
     scheduler_config(config.prediction_type)  # a bad prediction_type fails now, not after the VAE
+    if config.unet_time_scale_shift not in ("default", "scale_shift"):
+        raise ValueError(f"unet_time_scale_shift must be 'default' or 'scale_shift', not {config.unet_time_scale_shift!r}")
     output_dir = Path(output_dir)
 
     start = time.time()
@@ -631,7 +633,15 @@ def parse_settings(items: list[str]) -> dict:
             value = json.loads(text)
         except json.JSONDecodeError:
             value = text
-        settings[name] = tuple(value) if isinstance(value, list) and isinstance(defaults[name], tuple) else value
+        default = defaults[name]
+        if isinstance(value, list) and isinstance(default, tuple):
+            value = tuple(value)
+        expected = float if type(default) is float else type(default)
+        if default is not None and value is not None and not (
+                isinstance(value, expected) or (expected is float and type(value) is int)) or (
+                expected is not bool and isinstance(value, bool) and default is not None):
+            raise ValueError(f"--set {name}={text}: expected a {expected.__name__} like {json.dumps(default)}")
+        settings[name] = value
     return settings
 
 
@@ -654,6 +664,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = parse_settings(args.settings)
+        scheduler_config(settings.get("prediction_type", FULL.prediction_type))
+        if settings.get("unet_time_scale_shift", "default") not in ("default", "scale_shift"):
+            raise ValueError("--set unet_time_scale_shift: use default or scale_shift")
     except ValueError as error:
         parser.error(str(error))
     try:
