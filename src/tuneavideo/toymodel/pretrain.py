@@ -342,6 +342,31 @@ def _lr_factor(step: int, total: int, warmup: int, final: float, decay_fraction:
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _caption_caches(tokenizer, text_encoder, device: torch.device):
+    """``(ids, frozen_states)``: token ids ``(n, max_length)`` of a list of captions, and the text encoder's
+    last hidden states of them (for a frozen encoder; ``(n, max_length, width)``), each computed once per distinct
+    caption (the toy world has a few thousand) and then looked up."""
+    id_cache: dict[str, torch.Tensor] = {}
+    state_cache: dict[str, torch.Tensor] = {}
+
+    def ids(captions: list[str]) -> torch.Tensor:
+        new = sorted({c for c in captions if c not in id_cache})
+        if new:
+            rows = tokenizer(new, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                             return_tensors="pt").input_ids
+            id_cache.update(zip(new, rows))
+        return torch.stack([id_cache[c] for c in captions])
+
+    @torch.no_grad()
+    def frozen_states(captions: list[str]) -> torch.Tensor:
+        new = sorted({c for c in captions if c not in state_cache})
+        for caption in new:  # one at a time, so a caption's states do not depend on the batch it first came in
+            state_cache[caption] = text_encoder(ids([caption]).to(device))[0][0]
+        return torch.stack([state_cache[c] for c in captions])
+
+    return ids, frozen_states
+
+
 @torch.no_grad()
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for e, p in zip(ema.parameters(), model.parameters()):
@@ -506,6 +531,10 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
             log(f"VAE taken from {config.vae_from}")
         vae_summary = _train_vae(vae, config, rng, gen, log)
         vae.requires_grad_(False)
+        # the later phases draw from streams of their own, so that a run that takes its VAE from an earlier run of
+        # the same seed (vae_from, vae_steps=0) draws exactly the scenes, captions and noise the full run draws
+        rng = np.random.default_rng([config.seed, 1])
+        gen = torch.Generator().manual_seed(config.seed + 1_000_003)
 
         # 2. latent cache
         t0 = time.time()
@@ -527,6 +556,7 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
             text_encoder.eval().requires_grad_(False)
             ema_text = text_encoder
         params = list(unet.parameters()) + (list(text_encoder.parameters()) if config.train_text_encoder else [])
+        caption_ids, frozen_states = _caption_caches(tokenizer, text_encoder, device)
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         history: list[float] = []
         monitors: list[dict] = []
@@ -549,10 +579,10 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
             latents = ((mean[index] + std[index] * torch.randn(mean[index].shape, generator=gen)) * scaling).to(device)
             captions = [random_caption(attributes[i].tolist(), rng, config.clip_caption_probability, config.caption_dropout)
                         for i in index]
-            ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                            return_tensors="pt").input_ids
-            with torch.set_grad_enabled(config.train_text_encoder):
-                context = text_encoder(ids.to(device))[0]
+            if config.train_text_encoder:
+                context = text_encoder(caption_ids(captions).to(device))[0]
+            else:  # a frozen encoder's states depend on the caption alone: computed once per caption
+                context = frozen_states(captions)
             noise = torch.randn(latents.shape, generator=gen)
             if config.offset_noise:
                 noise = noise + config.offset_noise * torch.randn(latents.shape[:2] + (1, 1), generator=gen)
