@@ -269,6 +269,51 @@ def test_pretrain_runs_end_to_end_and_the_result_loads(tmp_path):
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+def _weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return {f"{part}.{k}": v for part in ("unet", "vae", "text_encoder") for path in (folder / part).glob("*.safetensors")
+            for k, v in load_file(path).items()}
+
+
+@pytest.mark.parametrize("train_text_encoder", [False, True])
+def test_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, train_text_encoder):
+    from tuneavideo.toymodel.pretrain import CHECKPOINT_DIR, main, pretrain
+
+    run = dict(TINY_RUN, checkpoint_every=2, train_text_encoder=train_text_encoder)
+    whole = pretrain(tmp_path / "whole", seed=3, vae_steps=2, unet_steps=5, progress=False, **run)
+    assert not (tmp_path / "whole" / CHECKPOINT_DIR).exists()  # a finished run keeps no resumable state
+    # stopped after step 3: the last checkpoint is step 2's, so the resumed run redoes step 3
+    pretrain(tmp_path / "cut", seed=3, vae_steps=2, unet_steps=5, progress=False, unet_stop_step=3, **run)
+    assert (tmp_path / "cut" / CHECKPOINT_DIR / "state.pt").is_file()
+    # starting afresh over an unfinished run is refused; so is a changed setting on resume
+    with pytest.raises(FileExistsError, match="--resume"):
+        pretrain(tmp_path / "cut", seed=3, vae_steps=2, unet_steps=5, progress=False, **run)
+    with pytest.raises(ValueError, match="keeps the settings"):
+        pretrain(tmp_path / "cut", seed=3, resume=True, progress=False, lr=1e-3)
+    with pytest.raises(SystemExit):
+        main(["--output", str(tmp_path / "cut"), "--resume", "--unet-steps", "9"])
+    assert main(["--output", str(tmp_path / "cut"), "--resume", "--quiet"]) == 0
+    resumed = json.loads((tmp_path / "cut" / "training.json").read_text())
+    assert resumed["unet_steps_done"] == 5 and resumed["final_mse"] == whole["final_mse"]
+    assert not (tmp_path / "cut" / CHECKPOINT_DIR).exists()
+    first, second = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    with pytest.raises(ValueError, match="no unfinished run"):
+        pretrain(tmp_path / "whole", seed=3, resume=True, progress=False)
+
+
+def test_a_vae_taken_from_an_earlier_run_gives_the_full_runs_weights(tmp_path):
+    from tuneavideo.toymodel.pretrain import pretrain
+
+    full = pretrain(tmp_path / "full", seed=4, vae_steps=2, unet_steps=3, progress=False, **TINY_RUN)
+    reused = pretrain(tmp_path / "reused", seed=4, vae_steps=0, unet_steps=3, progress=False,
+                      vae_from=str(tmp_path / "full"), **TINY_RUN)
+    assert reused["final_mse"] == full["final_mse"]
+    first, second = _weights(tmp_path / "full"), _weights(tmp_path / "reused")
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
 def test_frozen_text_encoder_is_saved_as_initialised(tmp_path):
     import tempfile
     from dataclasses import replace

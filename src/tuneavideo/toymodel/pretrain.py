@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from .data import HELD_OUT, render_batch, random_caption, scene_attributes, training_scene
 from .tokenizer import MODEL_MAX_LENGTH, load_tokenizer, save_tokenizer_files
 
-__all__ = ["FAST", "FULL", "HELD_OUT", "PretrainConfig", "SD_SCHEDULER", "build_models", "draw_timesteps", "loss_weights", "pretrain",
+__all__ = ["CHECKPOINT_DIR", "FAST", "FULL", "HELD_OUT", "RESUMABLE_CHANGES", "PretrainConfig", "SD_SCHEDULER", "build_models", "draw_timesteps", "loss_weights", "pretrain",
            "save_pipeline", "scheduler_config"]
 
 #: Stable Diffusion 1.x's scheduler config (the PNDM scheduler it ships with; the schedule is what matters).
@@ -67,6 +67,12 @@ SD_SCHEDULER: dict = {
 }
 
 IMAGE_SIZE = 64
+
+#: Folder of the output where an unfinished run keeps its resumable state (removed when the run completes).
+CHECKPOINT_DIR = "checkpoint"
+
+#: Settings a resumed run may change: none of them changes the arithmetic of the steps.
+RESUMABLE_CHANGES = frozenset({"max_minutes", "unet_stop_step", "log_every", "snapshot_dir", "checkpoint_every"})
 
 
 def scheduler_config(prediction_type: str = "epsilon") -> dict:
@@ -157,6 +163,9 @@ class PretrainConfig:
     # stop the UNet phase after this many steps (the learning-rate schedule still spans unet_steps):
     # reproduces a run that max_minutes cut short
     unet_stop_step: int | None = None
+    # write a resumable state (OUTPUT/checkpoint/state.pt) every this many UNet steps (0: never); `--resume`
+    # continues from it to the weights the uninterrupted run gives
+    checkpoint_every: int = 250
     # start from the VAE of an earlier run's pipeline folder instead of a fresh one (with vae_steps=0 the
     # VAE phase is skipped; its scaling factor is recomputed from the latent cache)
     vae_from: str | None = None
@@ -465,6 +474,7 @@ def pretrain(
     max_minutes: float | None = None,
     progress: bool = True,
     device: str | torch.device = "cpu",
+    resume: bool = False,
     **overrides,
 ) -> dict:
     """Train the toy SD model and write it as a diffusers pipeline folder at ``output_dir``.
@@ -475,7 +485,25 @@ def pretrain(
     CPU's generator, so the data, noise and timesteps are the same, the arithmetic is not bit-identical).
     Same seed, settings, device and thread count -> the same weights. Returns the run summary that is also
     written to ``output_dir/training.json``.
+
+    ``resume=True`` continues the unfinished run in ``output_dir`` from its last checkpoint with the settings it
+    was started with (only :data:`RESUMABLE_CHANGES` may be given again), to the same weights as an
+    uninterrupted run.
     """
+    output_dir = Path(output_dir)
+    state = None
+    if resume:
+        state = load_checkpoint(output_dir)
+        saved = PretrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["config"].items()})
+        changes = dict(overrides, **{k: v for k, v in (("max_minutes", max_minutes),) if v is not None})
+        refused = sorted(k for k, v in changes.items() if k not in RESUMABLE_CHANGES and getattr(saved, k, None) != v)
+        if fast or refused or (seed != saved.seed) or (unet_steps not in (None, saved.unet_steps)) or (
+                vae_steps not in (None, saved.vae_steps)):
+            raise ValueError(f"a resumed run keeps the settings it was started with; "
+                             f"it may change only {', '.join(sorted(RESUMABLE_CHANGES))}")
+        # a limit that stopped the first part does not carry over: the resumed run goes on to unet_steps unless told
+        changes = {"max_minutes": None, "unet_stop_step": None, **{k: v for k, v in changes.items() if k in RESUMABLE_CHANGES}}
+        return _run_pretrain(output_dir, replace(saved, **changes), progress, device, state)
     base = FAST if fast else FULL
     changes = dict(overrides, seed=seed)
     if vae_steps is not None:
@@ -492,24 +520,51 @@ def pretrain(
     scheduler_config(config.prediction_type)  # a bad prediction_type fails now, not after the VAE
     if config.unet_time_scale_shift not in ("default", "scale_shift"):
         raise ValueError(f"unet_time_scale_shift must be 'default' or 'scale_shift', not {config.unet_time_scale_shift!r}")
-    output_dir = Path(output_dir)
+    if (output_dir / CHECKPOINT_DIR).exists():
+        raise FileExistsError(f"{output_dir} holds an unfinished run; continue it with --resume, or choose another --output")
+    return _run_pretrain(output_dir, config, progress, device, None)
 
-    start = time.time()
+
+def _run_pretrain(output_dir: Path, config: PretrainConfig, progress: bool, device, state: dict | None) -> dict:
+    start = time.time() - (state["elapsed_seconds"] if state else 0.0)
     log = _Log(progress, start)
     saved_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        return _pretrain(output_dir, config, log, start, torch.device(device))
+        return _pretrain(output_dir, config, log, start, torch.device(device), state)
     finally:
         torch.set_num_threads(saved_threads)
 
 
-def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float, device: torch.device) -> dict:
+def load_checkpoint(output_dir: str | Path) -> dict:
+    """The resumable state an unfinished run left in ``output_dir`` (``ValueError`` if there is none)."""
+    path = Path(output_dir) / CHECKPOINT_DIR / "state.pt"
+    if not path.is_file():
+        raise ValueError(f"{output_dir} holds no unfinished run to resume (no {CHECKPOINT_DIR}/state.pt)")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _save_checkpoint(output_dir: Path, state: dict) -> None:
+    """Write the resumable state atomically (a crash while writing leaves the previous one)."""
+    import os
+
+    folder = output_dir / CHECKPOINT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "state.pt.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, folder / "state.pt")
+
+
+def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float, device: torch.device,
+              state: dict | None) -> dict:
     import copy
+    import shutil
     import tempfile
 
     from diffusers import DDPMScheduler
 
+    if state is not None:
+        log(f"resuming {output_dir} at UNet step {state['steps_done']}/{config.unet_steps}")
     log(f"pretrain -> {output_dir}  ({json.dumps(asdict(config))})")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -524,12 +579,18 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
         log("parameters: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in sizes.items()))
 
         # 1. VAE
-        if config.vae_from:
-            from diffusers import AutoencoderKL
+        if state is not None:  # the trained VAE is part of the checkpoint
+            vae.load_state_dict(state["vae"])
+            vae_summary = state["vae_summary"]
+            log("VAE taken from the checkpoint")
+        else:
+            if config.vae_from:
+                from diffusers import AutoencoderKL
 
-            vae = AutoencoderKL.from_pretrained(Path(config.vae_from) / "vae", local_files_only=True).float().to(device)
-            log(f"VAE taken from {config.vae_from}")
-        vae_summary = _train_vae(vae, config, rng, gen, log)
+                vae = AutoencoderKL.from_pretrained(Path(config.vae_from) / "vae", local_files_only=True).float().to(device)
+                log(f"VAE taken from {config.vae_from}")
+            vae_summary = _train_vae(vae, config, rng, gen, log)
+        vae.eval()
         vae.requires_grad_(False)
         # the later phases draw from streams of their own, so that a run that takes its VAE from an earlier run of
         # the same seed (vae_from, vae_steps=0) draws exactly the scenes, captions and noise the full run draws
@@ -560,12 +621,23 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         history: list[float] = []
         monitors: list[dict] = []
-        t0 = time.time()
         steps_done = 0
-        monitor_seconds = 0.0
+        monitor_seconds = unet_seconds_before = 0.0
+        if state is not None:  # the latent cache above is rebuilt exactly; everything the steps change is restored
+            unet.load_state_dict(state["unet"])
+            ema_unet.load_state_dict(state["ema_unet"])
+            if config.train_text_encoder:
+                text_encoder.load_state_dict(state["text_encoder"])
+                ema_text.load_state_dict(state["ema_text"])
+            optimizer.load_state_dict(state["optimizer"])
+            gen.set_state(state["generator"])
+            rng.bit_generator.state = state["numpy_rng"]
+            history, monitors = list(state["history"]), list(state["monitors"])
+            steps_done, monitor_seconds, unet_seconds_before = state["steps_done"], state["monitor_seconds"], state["unet_seconds"]
+        t0 = time.time() - unet_seconds_before
         stopped_early = False
         n = mean.shape[0]
-        for step in range(config.unet_steps):
+        for step in range(steps_done, config.unet_steps):
             if config.unet_stop_step is not None and step >= config.unet_stop_step:
                 break
             if config.max_minutes is not None and (time.time() - start) / 60 > config.max_minutes:
@@ -620,6 +692,16 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
                 if snapshot is not None:
                     save_pipeline(snapshot / "pipeline", vae, ema_text, tokenizer_dir, ema_unet, config)
                 monitor_seconds += time.time() - m0
+            if config.checkpoint_every and steps_done % config.checkpoint_every == 0 and steps_done < config.unet_steps:
+                _save_checkpoint(output_dir, {
+                    "config": asdict(config), "steps_done": steps_done, "vae": vae.state_dict(), "vae_summary": vae_summary,
+                    "unet": unet.state_dict(), "ema_unet": ema_unet.state_dict(), "optimizer": optimizer.state_dict(),
+                    **({"text_encoder": text_encoder.state_dict(), "ema_text": ema_text.state_dict()}
+                       if config.train_text_encoder else {}),
+                    "generator": gen.get_state(), "numpy_rng": rng.bit_generator.state, "history": history,
+                    "monitors": monitors, "monitor_seconds": monitor_seconds, "unet_seconds": time.time() - t0,
+                    "elapsed_seconds": time.time() - start,
+                })
         unet_seconds = time.time() - t0
 
         summary = {
@@ -641,6 +723,8 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
             "python": platform.python_version(),
         }
         save_pipeline(output_dir, vae, ema_text, tokenizer_dir, ema_unet, config)
+        if steps_done == config.unet_steps:  # complete: nothing left to resume
+            shutil.rmtree(output_dir / CHECKPOINT_DIR, ignore_errors=True)
         summary["total_seconds"] = time.time() - start
         summary["weights_bytes"] = sum(p.stat().st_size for p in output_dir.rglob("*.safetensors"))
         (output_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -690,6 +774,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
                         help="any other PretrainConfig field, e.g. --set unet_time_scale_shift=scale_shift "
                              "--set unet_channels=[32,64,128] (JSON values; repeatable)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the unfinished run in --output from its last checkpoint, with its own settings")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -710,6 +796,20 @@ def main(argv: list[str] | None = None) -> int:
         extra["unet_stop_step"] = args.unet_stop_step
     if args.snapshot_dir:
         extra["snapshot_dir"] = args.snapshot_dir
+    if args.resume:
+        given = [flag for flag, value in (("--fast", args.fast), ("--vae-steps", args.vae_steps), ("--unet-steps",
+                 args.unet_steps), ("--threads", args.threads), ("--set", args.settings)) if value]
+        if given or args.seed != 0:
+            parser.error(f"--resume continues a run with the settings it was started with; drop {', '.join(given) or '--seed'}")
+        try:
+            seed = load_checkpoint(args.output)["config"]["seed"]
+        except ValueError as error:
+            parser.error(str(error))
+        pretrain(args.output, seed=seed, resume=True, max_minutes=args.max_minutes, progress=not args.quiet,
+                 device=args.device, **extra)
+        return 0
+    if (Path(args.output) / CHECKPOINT_DIR).exists():
+        parser.error(f"{args.output} holds an unfinished run: continue it with --resume, or choose another --output")
     pretrain(args.output, seed=args.seed, fast=args.fast, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
              max_minutes=args.max_minutes, progress=not args.quiet, device=args.device, **extra)
     return 0
