@@ -37,6 +37,8 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from .errors import TuneAVideoError
+
 __all__ = ["BaseModel", "CONFIGS_DIR", "ModelLoadError", "detect_sd_version", "load_base"]
 
 logger = logging.getLogger(__name__)
@@ -80,7 +82,7 @@ _SD2_BASE_GLOBAL_STEP = 875000
 _MAX_NAMED = 5
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(TuneAVideoError):
     """The base model could not be loaded; the message (one line) names the problem and the fix."""
 
     def __init__(self, message: str):

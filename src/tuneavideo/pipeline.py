@@ -7,6 +7,7 @@ latents are ``(b, c, f, h / 8, w / 8)``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
@@ -14,6 +15,8 @@ from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from .models import TuneAVideoUNet
+
+logger = logging.getLogger(__name__)
 
 
 class TuneAVideoPipeline(DiffusionPipeline):
@@ -39,7 +42,14 @@ class TuneAVideoPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
-        """CLIP text embeddings ``(n, 77, d)`` of SD's conditioning (last hidden state)."""
+        """CLIP text embeddings ``(n, 77, d)`` of SD's conditioning (last hidden state); a prompt longer than the
+        tokenizer's limit is cut there, with a warning."""
+        limit = self.tokenizer.model_max_length
+        for prompt in prompts:
+            length = len(self.tokenizer(prompt, verbose=False).input_ids)  # with the start and end tokens
+            if length > limit:
+                logger.warning(f"warning: the prompt '{prompt[:40]}...' has {length} tokens; the text encoder reads the "
+                               f"first {limit} and ignores the rest: shorten it")
         ids = self.tokenizer(
             prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
         ).input_ids

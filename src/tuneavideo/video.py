@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import TuneAVideoError
+
 __all__ = ["VideoError", "VideoInfo", "probe_video", "read_video", "write_video", "side_by_side"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -59,7 +61,7 @@ _VIDEO_MAGIC = (
 )
 
 
-class VideoError(ValueError):
+class VideoError(TuneAVideoError):
     """A video or image folder that cannot be used as asked; the message is one line with the fix."""
 
 
@@ -405,7 +407,8 @@ def _too_short(path: Path, total: int, num_frames: int, start: int, stride: int)
     need = start + (num_frames - 1) * stride + 1
     lower = "--num-frames, --stride or --start" if start else "--num-frames or --stride"
     return VideoError(
-        f"{path} has {total} frames; {num_frames} frames at stride {stride} from frame {start} need {need}. "
+        f"{path} has {total} frame{'' if total == 1 else 's'}; {num_frames} frame{'' if num_frames == 1 else 's'} at stride {stride} "
+        f"from frame {start} need {need}. "
         f"Lower {lower}, or use a longer clip."
     )
 

@@ -27,6 +27,7 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from torch import nn
 
+from ..errors import TuneAVideoError
 from .attention import PerFrameAttnProcessor, SparseCausalAttnProcessor, VideoTransformerBlock, init_temporal
 
 SUPPORTED_BLOCKS = {"CrossAttnDownBlock2D", "DownBlock2D", "UNetMidBlock2DCrossAttn", "UpBlock2D", "CrossAttnUpBlock2D"}
@@ -41,7 +42,7 @@ REFERENCE_BLOCKS = {
 TEMPORAL_KEYS = ("attn_temp.", "norm_temp.")
 
 
-class WeightLoadError(ValueError):
+class WeightLoadError(TuneAVideoError):
     """Weights that do not fit the model: names the missing and unexpected keys."""
 
 
