@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .errors import TuneAVideoError
+
 DEFAULT_TRAINABLE = ("attn1.to_q", "attn2.to_q", "attn_temp")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 PROFILES = ("default", "low-memory")  # what tuning.apply_profile recomputes; see TuneConfig.profile
+RESIZE_MODES = ("crop", "squash", "pad")
+FRAME_ATTENTION = ("sparse-causal", "per-frame")
+FRAME_NORMS = ("pooled", "per-frame")
+# The largest width and height accepted: SD's VAE and UNet run at any multiple of 8, but 4096 px is 8x SD 1.5's
+# training size and needs far more memory than one GPU has (a 24-frame clip at 512 px needs 12-24 GiB to tune).
+MAX_SIZE = 4096
 
 
-class ConfigError(ValueError):
+class ConfigError(TuneAVideoError):
     """A config value or file that cannot be used; the message names it and the fix."""
 
 
@@ -102,8 +112,9 @@ class RunConfig:
                 if key not in names:
                     raise ConfigError(f"{source}: unknown key {section_name}.{key}; known keys: {', '.join(sorted(names))}")
                 setattr(target, key, value)
-        config.tune.trainable_modules = tuple(config.tune.trainable_modules)
-        config.validate()
+        if isinstance(config.tune.trainable_modules, list):
+            config.tune.trainable_modules = tuple(config.tune.trainable_modules)
+        config.validate(source)
         return config
 
     @classmethod
@@ -122,29 +133,80 @@ class RunConfig:
             return from_reference_config(data, str(path))
         return cls.from_dict(data, str(path))
 
-    def validate(self) -> None:
+    def validate(self, source: str = "config") -> None:
+        """Check every field's type, then its value: the one place where settings from YAML, the command
+        line and the API are checked. Raises :class:`ConfigError` naming the field and the fix."""
+        for section_name in ("video", "tune", "sample"):
+            _check_types(getattr(self, section_name), section_name, source)
         v, t, s = self.video, self.tune, self.sample
         for name, value in (("width", v.width), ("height", v.height)):
             if value <= 0 or value % 8:
                 raise ConfigError(f"{name} {value} is not a positive multiple of 8; use e.g. {max(8, round(value / 8) * 8)}")
+            if value > MAX_SIZE:
+                raise ConfigError(f"{name} {value} is larger than {MAX_SIZE} px, beyond what one GPU's memory holds; use e.g. 512")
         if v.num_frames < 1 or v.stride < 1 or v.start < 0:
             raise ConfigError("num_frames and stride must be at least 1 and start at least 0")
-        if v.resize not in ("crop", "squash", "pad"):
-            raise ConfigError(f"resize {v.resize!r} is unknown; use crop, squash or pad")
-        if t.mixed_precision not in MIXED_PRECISION:
-            raise ConfigError(f"mixed_precision {t.mixed_precision!r} is unknown; use one of {', '.join(MIXED_PRECISION)}")
-        if t.profile not in PROFILES:
-            raise ConfigError(f"profile {t.profile!r} is unknown; use one of {', '.join(PROFILES)}")
-        if t.steps < 0:
-            raise ConfigError("steps must be 0 or more")
-        if t.frame_attention not in ("sparse-causal", "per-frame"):
-            raise ConfigError(f"frame_attention {t.frame_attention!r} is unknown; use sparse-causal or per-frame")
-        if t.frame_norms not in ("pooled", "per-frame"):
-            raise ConfigError(f"frame_norms {t.frame_norms!r} is unknown; use pooled or per-frame")
-        if not t.trainable_modules:
+        _check_choice("resize", v.resize, RESIZE_MODES)
+        _check_choice("mixed_precision", t.mixed_precision, MIXED_PRECISION)
+        _check_choice("profile", t.profile, PROFILES)
+        _check_choice("frame_attention", t.frame_attention, FRAME_ATTENTION)
+        _check_choice("frame_norms", t.frame_norms, FRAME_NORMS)
+        if t.steps < 1:
+            raise ConfigError(f"tune steps (--train-steps) is {t.steps}; tuning needs at least 1 step, e.g. 500")
+        if not math.isfinite(t.learning_rate) or t.learning_rate <= 0:
+            raise ConfigError(f"learning_rate {t.learning_rate} must be a positive finite number; use e.g. 3e-5")
+        for name in ("adam_beta1", "adam_beta2"):
+            value = getattr(t, name)
+            if not 0 <= value < 1:
+                raise ConfigError(f"{name} {value} must be at least 0 and below 1; use e.g. 0.9")
+        for name in ("adam_weight_decay", "adam_epsilon", "max_grad_norm"):
+            value = getattr(t, name)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} {value} must be a finite number, 0 or more")
+        for name in ("checkpoint_every", "validation_every"):
+            if getattr(t, name) < 0:
+                raise ConfigError(f"{name} {getattr(t, name)} is negative; give a step count, or 0 for never")
+        if not t.trainable_modules or not all(t.trainable_modules):
             raise ConfigError("trainable_modules is empty; give at least one module name pattern such as attn_temp")
         if s.num_inference_steps < 1 or s.num_inversion_steps < 1:
             raise ConfigError("num_inference_steps and num_inversion_steps must be at least 1")
+        if not math.isfinite(s.guidance_scale):
+            raise ConfigError(f"guidance_scale {s.guidance_scale} is not finite; use e.g. 12.5")
+        if not 0 <= s.eta <= 1:
+            raise ConfigError(f"eta {s.eta} must be between 0 (deterministic DDIM) and 1")
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} {value!r} is unknown; use one of {', '.join(allowed)}")
+
+
+_KINDS = {str: "text", int: "a whole number", float: "a number", bool: "true or false"}
+
+
+def _check_types(section: Any, section_name: str, source: str) -> None:
+    """Each field of a config dataclass holds its annotated type: str, int, float (an int is one too), bool,
+    or a tuple or list of str. YAML's surprises get a hint: ``"64"`` is text, and so is ``3e-5`` (YAML's
+    numbers need a dot: ``3.0e-5``)."""
+    hints = typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        value, kind = getattr(section, f.name), hints[f.name]
+        where = f"{source}: {section_name}.{f.name}"
+        origin = typing.get_origin(kind)
+        if origin in (tuple, list):
+            if isinstance(value, str):
+                raise ConfigError(f"{where} must be a list of text, got the text {value!r}; write [{value}]")
+            if not isinstance(value, (tuple, list)) or not all(isinstance(item, str) for item in value):
+                raise ConfigError(f"{where} must be a list of text, got {value!r}; write each item as text in [ ]")
+            continue
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            hint = ""
+            if isinstance(value, str) and kind in (int, float):
+                hint = "; YAML reads a quoted number, or one like 3e-5 without a dot, as text: write e.g. 3.0e-5" if kind is float else "; write it without quotes"
+            raise ConfigError(f"{where} must be {_KINDS[kind]}, got {value!r}{hint}")
 
 
 def from_reference_config(data: dict[str, Any], source: str) -> RunConfig:
@@ -161,39 +223,50 @@ def from_reference_config(data: dict[str, Any], source: str) -> RunConfig:
     if data.get("use_8bit_adam"):
         raise ConfigError(f"{source}: use_8bit_adam is not supported; set it to False")
     mixed = data.get("mixed_precision", "fp16")
+
+    def get(section: dict[str, Any], key: str, default: Any) -> Any:
+        value = section.get(key, default)
+        if isinstance(value, str) and isinstance(default, float):  # OmegaConf, the reference's reader, reads 3e-5 as a number
+            try:
+                return float(value)
+            except ValueError:
+                return value
+        return default if value is None else value
+
+    modules = get(data, "trainable_modules", DEFAULT_TRAINABLE)
     config = RunConfig(
         video=VideoConfig(
-            path=str(train.get("video_path", "")),
-            prompt=str(train.get("prompt", "")),
-            num_frames=int(train.get("n_sample_frames", 24)),
-            width=int(train.get("width", 512)),
-            height=int(train.get("height", 512)),
-            start=int(train.get("sample_start_idx", 0)),
-            stride=int(train.get("sample_frame_rate", 1)),
+            path=get(train, "video_path", ""),
+            prompt=get(train, "prompt", ""),
+            num_frames=get(train, "n_sample_frames", 24),
+            width=get(train, "width", 512),
+            height=get(train, "height", 512),
+            start=get(train, "sample_start_idx", 0),
+            stride=get(train, "sample_frame_rate", 1),
         ),
         tune=TuneConfig(
-            base_model=str(data.get("pretrained_model_path", "")),
-            steps=int(data.get("max_train_steps", 500)),
-            learning_rate=float(data.get("learning_rate", 3e-5)),
-            adam_beta1=float(data.get("adam_beta1", 0.9)),
-            adam_beta2=float(data.get("adam_beta2", 0.999)),
-            adam_weight_decay=float(data.get("adam_weight_decay", 1e-2)),
-            adam_epsilon=float(data.get("adam_epsilon", 1e-8)),
-            max_grad_norm=float(data.get("max_grad_norm", 1.0)),
-            seed=int(data.get("seed") if data.get("seed") is not None else 33),
-            mixed_precision="no" if mixed in (None, "no") else str(mixed),
-            gradient_checkpointing=bool(data.get("gradient_checkpointing", True)),
-            trainable_modules=tuple(data.get("trainable_modules") or DEFAULT_TRAINABLE),
-            checkpoint_every=int(data.get("checkpointing_steps", 100)),
-            validation_every=int(data.get("validation_steps", 0)),
+            base_model=get(data, "pretrained_model_path", ""),
+            steps=get(data, "max_train_steps", 500),
+            learning_rate=get(data, "learning_rate", 3e-5),
+            adam_beta1=get(data, "adam_beta1", 0.9),
+            adam_beta2=get(data, "adam_beta2", 0.999),
+            adam_weight_decay=get(data, "adam_weight_decay", 1e-2),
+            adam_epsilon=get(data, "adam_epsilon", 1e-8),
+            max_grad_norm=get(data, "max_grad_norm", 1.0),
+            seed=get(data, "seed", 33),
+            mixed_precision="no" if mixed in (None, "no") else mixed,
+            gradient_checkpointing=get(data, "gradient_checkpointing", True),
+            trainable_modules=tuple(modules) if isinstance(modules, list) else modules,
+            checkpoint_every=get(data, "checkpointing_steps", 100),
+            validation_every=get(data, "validation_steps", 0),
         ),
         sample=SampleConfig(
-            num_inference_steps=int(val.get("num_inference_steps", 50)),
-            guidance_scale=float(val.get("guidance_scale", 12.5)),
-            use_inversion=bool(val.get("use_inv_latent", True)),
-            num_inversion_steps=int(val.get("num_inv_steps", 50)),
-            prompts=[str(p) for p in val.get("prompts") or []],
+            num_inference_steps=get(val, "num_inference_steps", 50),
+            guidance_scale=get(val, "guidance_scale", 12.5),
+            use_inversion=get(val, "use_inv_latent", True),
+            num_inversion_steps=get(val, "num_inv_steps", 50),
+            prompts=get(val, "prompts", []),
         ),
     )
-    config.validate()
+    config.validate(source)
     return config
