@@ -12,11 +12,12 @@ from safetensors.torch import save_file
 from torch import nn
 
 from . import __version__
+from .errors import TuneAVideoError
 
 FORMAT = "tuneavideo-adapter/1"
 
 
-class AdapterError(ValueError):
+class AdapterError(TuneAVideoError):
     """An adapter file that does not fit the model it is applied to."""
 
 
@@ -44,8 +45,11 @@ def set_trainable(model: nn.Module, patterns: tuple[str, ...] | list[str]) -> li
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     """Write safetensors to a temporary file and rename, so an interruption never leaves a partial file."""
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no partial file behind
 
 
 def save_adapter(model: nn.Module, names: list[str], path: str | Path, **metadata) -> None:
@@ -69,6 +73,16 @@ def load_adapter(model: nn.Module, path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise AdapterError(f"adapter {path} does not exist; tune first or check the run folder")
     params = dict(model.named_parameters())
+    try:
+        return _copy_adapter(path, params)
+    except AdapterError:
+        raise
+    except Exception as error:  # a truncated or foreign file: safetensors raises its own error types
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+        raise AdapterError(f"adapter {path} is damaged ({reason}); tune the run again") from None
+
+
+def _copy_adapter(path: Path, params: dict[str, nn.Parameter]) -> dict[str, str]:
     with safe_open(str(path), framework="pt") as f:
         metadata = dict(f.metadata() or {})
         keys = list(f.keys())
@@ -84,6 +98,11 @@ def load_adapter(model: nn.Module, path: str | Path) -> dict[str, str]:
                 f"adapter {path} was trained for another architecture ({len(unknown) + len(wrong)} tensors do not fit; "
                 f"{key} {detail}); use a base of the same Stable Diffusion version as {base}"
             )
-        for key in keys:
-            params[key].copy_(f.get_tensor(key))
+        tensors = {key: f.get_tensor(key) for key in keys}
+    bad = [key for key, tensor in tensors.items() if not tensor.isfinite().all()]
+    if bad:
+        raise AdapterError(f"adapter {path} holds NaN or infinite values ({len(bad)} tensors, e.g. {bad[0]}): its tuning "
+                           "diverged; tune again with a lower learning rate")
+    for key, tensor in tensors.items():
+        params[key].copy_(tensor)
     return metadata

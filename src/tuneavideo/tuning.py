@@ -16,7 +16,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
+import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +33,8 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from torch.utils.checkpoint import checkpoint
 
 from .adapter import atomic_save, load_adapter, save_adapter, set_trainable
-from .config import RunConfig
+from .config import ConfigError, RunConfig
+from .errors import TuneAVideoError
 from .inversion import ddim_invert
 from .loading import BaseModel, load_base
 from .models import TuneAVideoUNet
@@ -40,14 +44,26 @@ from .video import read_video, write_video
 CONFIG, ADAPTER, INVERSION, SOURCE, LOG = "config.yaml", "adapter.safetensors", "inversion.safetensors", "source.mp4", "train.log"
 
 
-class RunError(ValueError):
+class RunError(TuneAVideoError):
     """A run folder that cannot be used as asked."""
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``device``, checked to exist here; by default cuda when available, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {device!r} is unknown; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device} asked for, but this PyTorch sees no CUDA GPU; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device} asked for, but there are {torch.cuda.device_count()} CUDA GPUs; use cuda:0")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device} asked for, but MPS is not available here; use --device cpu")
+    return device
 
 
 def resolve_precision(mixed_precision: str, device: torch.device, log: Callable[[str], None] = print) -> torch.dtype:
@@ -77,8 +93,19 @@ def build_video_unet(base: BaseModel, frame_attention: str = "sparse-causal", fr
     return unet
 
 
-def build_pipeline(base: BaseModel, unet: TuneAVideoUNet) -> TuneAVideoPipeline:
-    scheduler = DDIMScheduler.from_config(base.scheduler_config)
+# The reference builds its DDIM scheduler with these values whatever the base's scheduler config says; diffusers'
+# defaults for a config that omits them (older conversions, some DreamBooth folders) clip x0 to [-1, 1] and shift
+# no timesteps, which degrades the samples and the inversion.
+DDIM_FORCED = {"clip_sample": False, "steps_offset": 1}
+
+
+def build_pipeline(base: BaseModel, unet: TuneAVideoUNet, log: Callable[[str], None] = print) -> TuneAVideoPipeline:
+    changed = {key: value for key, value in DDIM_FORCED.items() if base.scheduler_config.get(key) != value}
+    if changed:
+        log("note: the DDIM scheduler runs with " + ", ".join(
+            f"{key}={value} (the base's config: {base.scheduler_config.get(key, 'unset')})" for key, value in changed.items())
+            + ", as the reference does")
+    scheduler = DDIMScheduler.from_config({**base.scheduler_config, **DDIM_FORCED})
     return TuneAVideoPipeline(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=unet, scheduler=scheduler)
 
 
@@ -161,9 +188,80 @@ class TuneResult:
     trainable: list[str]
 
 
+_CHECKPOINT_NAME = re.compile(r"step-(\d+)\.pt")
+# A resumed run keeps these settings: they decide what is learnt. Steps, the learning rate, the checkpoint and
+# validation intervals, memory settings and all sampling settings may change on --resume.
+RESUME_FIXED = {
+    "video": ("path", "prompt", "num_frames", "width", "height", "start", "stride", "resize"),
+    "tune": ("base_model", "seed", "mixed_precision", "trainable_modules", "frame_attention", "frame_norms",
+             "adam_beta1", "adam_beta2", "adam_weight_decay", "adam_epsilon", "max_grad_norm"),
+}
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """The run's ``checkpoints/step-N.pt``, oldest first; other names there are not ours and are left alone."""
+    found = [p for p in (run_dir / "checkpoints").glob("step-*.pt") if _CHECKPOINT_NAME.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(_CHECKPOINT_NAME.fullmatch(p.name).group(1)))
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted((run_dir / "checkpoints").glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    found = checkpoints(run_dir)
     return found[-1] if found else None
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint's training state (on the CPU), checked to hold what :func:`_save_checkpoint` writes."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, or not a checkpoint: torch raises several types
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:120]
+        raise RunError(f"checkpoint {path} is damaged ({reason}); delete the run folder and tune again") from None
+    if not isinstance(state, dict) or not {"step", "trainable", "optimizer", "scaler", "generator"} <= set(state):
+        raise RunError(f"{path} is not a tuneavideo checkpoint; delete it, or the run folder, and tune again")
+    return state
+
+
+def _check_new_output(run_dir: Path) -> None:
+    """Tuning writes only into a new or empty folder: never into one that holds other files."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"output {run_dir} is a file, not a folder; pick a folder path for --output")
+    if (run_dir / ADAPTER).exists():
+        raise RunError(f"{run_dir} already holds a tuned model; pick another output folder or delete it")
+    if latest_checkpoint(run_dir) is not None:
+        raise RunError(f"{run_dir} holds an interrupted run; add --resume to continue it, or pick another output folder")
+    if run_dir.is_dir():
+        names = sorted(p.name for p in run_dir.iterdir())
+        if names:
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise RunError(f"output {run_dir} is not empty ({shown}) and holds no run to resume; "
+                           "tuning writes only into a new or empty folder: pick another --output")
+
+
+def _check_resume(run_dir: Path, config: RunConfig) -> dict:
+    """The checkpoint to resume from, after checking that ``config`` changes only what a resumed run may change."""
+    if not (run_dir / CONFIG).is_file():
+        raise RunError(f"--resume: {run_dir} holds no run ({CONFIG} is missing); tune without --resume")
+    if (run_dir / ADAPTER).exists():
+        raise RunError(f"--resume: {run_dir} is a finished run; there is nothing to resume")
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise RunError(f"--resume: {run_dir} has no checkpoint to resume from; delete the folder and tune without --resume")
+    saved = RunConfig.load(run_dir / CONFIG)
+    for section, names in RESUME_FIXED.items():
+        for name in names:
+            old, new = getattr(getattr(saved, section), name), getattr(getattr(config, section), name)
+            if isinstance(old, tuple):
+                new = tuple(new)
+            if old != new:
+                raise RunError(
+                    f"--resume: {section}.{name} is {new!r} but the run was tuned with {old!r}; a resumed run keeps "
+                    "its clip, prompt, base and model settings: drop the setting, or tune a new run into another folder")
+    state = load_checkpoint(checkpoint)
+    if config.tune.steps <= state["step"]:
+        done = state["step"]
+        raise RunError(f"--resume: --train-steps {config.tune.steps} is not more than the {done} step{'' if done == 1 else 's'} "
+                       f"already done; give more, e.g. --train-steps {max(state['step'] + 1, saved.tune.steps)}")
+    return state
 
 
 def tune(
@@ -190,26 +288,42 @@ def tune(
     config.validate()
     vc, tc = config.video, config.tune
     run_dir = Path(run_dir)
-    if (run_dir / ADAPTER).exists() and not resume:
-        raise RunError(f"{run_dir} already holds a tuned model; pick another output folder or delete it")
-    if latest_checkpoint(run_dir) is not None and not resume:
-        raise RunError(f"{run_dir} holds an interrupted run; add --resume to continue it, or pick another output folder")
+    device = resolve_device(device)
+    state = None
+    if resume:
+        state = _check_resume(run_dir, config)
+    else:
+        _check_new_output(run_dir)
     if not vc.prompt:
         raise RunError("the source prompt is empty; describe the video, e.g. --prompt 'a man is skiing'")
     frames = read_video(vc.path, num_frames=vc.num_frames, start=vc.start, stride=vc.stride, width=vc.width, height=vc.height, resize=vc.resize)
     if isinstance(base, str):  # after the cheap checks of the video: a bad path fails before a model loads
         base = load_base(base)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    existed = run_dir.is_dir()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return _tune(base, config, run_dir, frames, state, stop_after, device, progress, log, on_step)
+    except BaseException:
+        # A new run that fails (or is interrupted) before its first checkpoint leaves nothing behind: the output
+        # folder is either a run (complete, or resumable) or as it was. A resumed run keeps all its files.
+        if not resume and latest_checkpoint(run_dir) is None and run_dir.is_dir():
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if existed:
+                run_dir.mkdir(exist_ok=True)
+        raise
+
+
+def _tune(base, config, run_dir, frames, state, stop_after, device, progress, log, on_step) -> TuneResult:
+    vc, tc = config.video, config.tune
     config.save(run_dir / CONFIG)
     if not (run_dir / SOURCE).exists():
         write_video(run_dir / SOURCE, frames, fps=8)
 
-    device = resolve_device(device)
     dtype = resolve_precision(tc.mixed_precision, device, log)
     unet = build_video_unet(base, tc.frame_attention, tc.frame_norms, seed=tc.seed)
     trainable = set_trainable(unet, tc.trainable_modules)
-    pipe = build_pipeline(base, unet)
+    pipe = build_pipeline(base, unet, log)
     prepare_models(pipe, device, dtype, trainable)
     apply_profile(unet, tc.profile, tc.gradient_checkpointing, tc.channels_last)
     if tc.profile == "low-memory":
@@ -231,19 +345,21 @@ def tune(
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     generator = torch.Generator(device).manual_seed(tc.seed)
     start = 0
-    if resume:
-        checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is None:
-            raise RunError(f"--resume: {run_dir} has no checkpoint to resume from; run without --resume")
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+    if state is not None:
         named = dict(unet.named_parameters())
+        if set(state["trainable"]) != set(trainable):
+            raise RunError(f"the checkpoint in {run_dir / 'checkpoints'} does not hold this run's trained tensors; "
+                           "delete the run folder and tune again")
         with torch.no_grad():
             for name, tensor in state["trainable"].items():
                 named[name].copy_(tensor)
         optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:
+            group["lr"] = tc.learning_rate  # the one optimizer setting a resumed run may change
         scaler.load_state_dict(state["scaler"])
         generator.set_state(state["generator"].cpu())
         start = state["step"]
+        _truncate_log(run_dir / LOG, start)
         log(f"resuming {run_dir} from step {start}")
 
     autocast = _autocast(device, dtype)
@@ -255,6 +371,8 @@ def tune(
             began = time.perf_counter()
             with torch.enable_grad():
                 loss = _train_step(unet, noise_scheduler, mean, std, context, generator, autocast, scaler, optimizer, params, tc.max_grad_norm)
+            if not math.isfinite(loss) or not torch.stack([p.isfinite().all() for p in params]).all():
+                _diverged(run_dir, step + 1, loss, tc.learning_rate)
             seconds = time.perf_counter() - began
             losses.append(loss)
             log_file.write(json.dumps({"step": step + 1, "loss": loss, "seconds": round(seconds, 4)}) + "\n")
@@ -279,9 +397,39 @@ def tune(
     )
     with _autocast(device, dtype):  # frozen weights in dtype, tuned ones in float32
         invert_run(pipe, config, mean, run_dir, dtype, progress=progress)
-    for stale in (run_dir / "checkpoints").glob("step-*.pt"):
+    for stale in checkpoints(run_dir):
         stale.unlink()
     return TuneResult(run_dir, losses, trainable)
+
+
+def _diverged(run_dir: Path, step: int, loss: float, learning_rate: float):
+    """Stop a run whose loss or trained weights are no longer finite; its last good checkpoint is kept."""
+    what = f"the loss is {loss}" if not math.isfinite(loss) else "the trained weights are no longer finite"
+    checkpoint = latest_checkpoint(run_dir)
+    kept = (f"its checkpoint of step {int(_CHECKPOINT_NAME.fullmatch(checkpoint.name).group(1))} is kept: resume it with "
+            f"--resume --output {run_dir} --learning-rate LOWER") if checkpoint else "nothing was kept: tune again"
+    raise RunError(f"tuning diverged at step {step} ({what}); the learning rate {learning_rate:g} is too high, {kept}")
+
+
+def _truncate_log(path: Path, steps: int) -> None:
+    """Drop the log lines of steps after ``steps`` (run again after an interruption), so each step appears once."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            if json.loads(line)["step"] <= steps:
+                kept.append(line)
+    _atomic_text(path, "".join(line + "\n" for line in kept))
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _autocast(device: torch.device, dtype: torch.dtype):
@@ -324,9 +472,12 @@ def _save_checkpoint(run_dir, step, unet, trainable, optimizer, scaler, generato
     }
     path = folder / f"step-{step}.pt"
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    for old in folder.glob("step-*.pt"):
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no partial file behind
+    for old in checkpoints(run_dir):
         if old != path:
             old.unlink()
 
@@ -343,6 +494,8 @@ def invert_run(pipe: TuneAVideoPipeline, config: RunConfig, mean: torch.Tensor, 
     latents = ddim_invert(pipe.unet, pipe.scheduler, mean, empty, steps, callback=lambda i, n: bar.update(1) if bar else None)
     if bar:
         bar.close()
+    if not latents.isfinite().all():
+        raise RunError(f"the DDIM inversion of {run_dir / SOURCE} is not finite; edit with --no-inversion, or tune with --mixed-precision no")
     atomic_save({"latents": latents}, run_dir / INVERSION, {"num_inversion_steps": str(steps), "prompt": ""})
     return latents
 
