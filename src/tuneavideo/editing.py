@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -92,40 +94,46 @@ def load_run(
     dtype = resolve_precision(mixed_precision, device)
     inverted = _read_latents(inv_latents) if inv_latents else None
     inversion_steps = None
+    asked = {"--num-frames": num_frames, "--width": width, "--height": height}
 
     if (run_dir / CONFIG).is_file():
         config = RunConfig.load(run_dir / CONFIG)
         if not (run_dir / ADAPTER).is_file():
             raise RunError(f"{run_dir} has no {ADAPTER}: tuning did not finish; resume it with 'tuneavideo tune --resume'")
+        vc = config.video
+        _check_size(asked, vc, f"{run_dir} was tuned on")  # a tuned model edits at the frame count and size it learnt
+        if inverted is None and (run_dir / INVERSION).is_file():
+            inverted, inversion_steps = _read_inversion(run_dir / INVERSION, config)
         base = base_model if isinstance(base_model, BaseModel) else load_base(base_model or config.tune.base_model, dtype=torch.float32)
         unet = build_video_unet(base, config.tune.frame_attention, config.tune.frame_norms)
         load_adapter(unet, run_dir / ADAPTER)
-        source = read_video(run_dir / SOURCE, num_frames=config.video.num_frames, width=config.video.width, height=config.video.height) if (run_dir / SOURCE).is_file() else None
-        if inverted is None and (run_dir / INVERSION).is_file():
-            with safe_open(str(run_dir / INVERSION), framework="pt") as f:
-                inverted = f.get_tensor("latents")
-                inversion_steps = int((f.metadata() or {}).get("num_inversion_steps", config.sample.num_inversion_steps))
+        source = read_video(run_dir / SOURCE, num_frames=vc.num_frames, width=vc.width, height=vc.height) if (run_dir / SOURCE).is_file() else None
     elif (run_dir / "model_index.json").is_file():
         base = load_base(run_dir, dtype=torch.float32)
         unet = build_video_unet(base)
         config = RunConfig()
         config.tune.base_model = str(run_dir)
+        vc = config.video
         if inverted is not None:
-            scale = 2 ** (len(base.vae.config.block_out_channels) - 1)
-            config.video.num_frames, config.video.height, config.video.width = inverted.shape[2], inverted.shape[3] * scale, inverted.shape[4] * scale
+            scale = _pixels_per_latent(base)
+            vc.num_frames, vc.height, vc.width = inverted.shape[2], inverted.shape[3] * scale, inverted.shape[4] * scale
+            _check_size(asked, vc, f"--inv-latents {inv_latents} hold")
+        vc.num_frames = num_frames or vc.num_frames
+        vc.width = width or vc.width
+        vc.height = height or vc.height
         source = None
     else:
         raise RunError(f"{run_dir} is neither a tuneavideo run folder ({CONFIG}) nor a saved pipeline (model_index.json)")
 
-    vc = config.video
-    vc.num_frames = num_frames or vc.num_frames
-    vc.width = width or vc.width
-    vc.height = height or vc.height
+    scale = _pixels_per_latent(base)
+    if inverted is not None and tuple(inverted.shape[2:]) != (vc.num_frames, vc.height // scale, vc.width // scale):
+        raise RunError(f"the inverted latents have shape {tuple(inverted.shape)}, but {run_dir} edits {vc.num_frames} frames "
+                       f"at {vc.width}x{vc.height} (latents of {vc.height // scale}x{vc.width // scale}); give the latents of this run")
     if video is not None:
         source = read_video(video, num_frames=vc.num_frames, start=vc.start, stride=vc.stride, width=vc.width, height=vc.height, resize=vc.resize)
     config.validate()
 
-    pipe = build_pipeline(base, unet)
+    pipe = build_pipeline(base, unet, log=lambda message: print(message, file=sys.stderr))
     for module in (pipe.vae, pipe.text_encoder, pipe.unet):
         place(module, device, dtype).eval()
     for module in (pipe.vae, pipe.text_encoder, pipe.unet):
@@ -135,16 +143,54 @@ def load_run(
     return TunedModel(pipe, config, run_dir, source, inverted, dtype, inversion_steps)
 
 
+def _pixels_per_latent(base: BaseModel) -> int:
+    return 2 ** (len(base.vae.config.block_out_channels) - 1)
+
+
+def _check_size(asked: dict[str, int | None], vc, what: str) -> None:
+    """Refuse a frame count or size other than the one the latents or the tuned model have."""
+    have = {"--num-frames": vc.num_frames, "--width": vc.width, "--height": vc.height}
+    for flag, value in asked.items():
+        if value is not None and value != have[flag]:
+            raise RunError(f"{flag} {value}: {what} {vc.num_frames} frames at {vc.width}x{vc.height}; "
+                           f"drop {flag} (it is for reference folders without inverted latents)")
+
+
 def _read_latents(path: str | Path) -> torch.Tensor:
+    """Inverted latents ``(1, c, f, h, w)`` from a ``.safetensors`` file (key ``latents``) or the reference's ``.pt``."""
     path = Path(path)
     if not path.is_file():
         raise RunError(f"inverted latents {path} do not exist; check the path")
-    if path.suffix == ".safetensors":
-        return load_file(path)["latents"]
-    latents = torch.load(path, map_location="cpu", weights_only=True)  # the reference's ddim_latent-*.pt
-    if not torch.is_tensor(latents) or latents.ndim != 5:
-        raise RunError(f"{path} does not hold video latents (b, c, f, h, w); give an inv_latents/ddim_latent-*.pt file")
+    try:
+        if path.suffix == ".safetensors":
+            latents = load_file(path).get("latents")
+        else:
+            latents = torch.load(path, map_location="cpu", weights_only=True)  # the reference's ddim_latent-*.pt
+    except Exception as error:  # truncated or not a tensor file: safetensors and torch raise several types
+        raise RunError(f"cannot read inverted latents {path} ({_first_line(error)}); give an inv_latents/ddim_latent-*.pt file") from None
+    if not torch.is_tensor(latents) or latents.ndim != 5 or latents.shape[0] != 1:
+        raise RunError(f"{path} does not hold video latents (1, c, f, h, w); give an inv_latents/ddim_latent-*.pt file")
+    if not latents.isfinite().all():
+        raise RunError(f"inverted latents {path} hold NaN or infinite values; invert again or pass --no-inversion")
     return latents
+
+
+def _read_inversion(path: Path, config: RunConfig) -> tuple[torch.Tensor, int]:
+    """A run's cached inversion and its step count, checked to fit the run."""
+    vc = config.video
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            latents = f.get_tensor("latents")
+            steps = int((f.metadata() or {}).get("num_inversion_steps", config.sample.num_inversion_steps))
+    except Exception as error:  # truncated or random bytes: safetensors raises its own error types
+        raise RunError(f"{path} is damaged ({_first_line(error)}); delete it: edit then inverts {SOURCE} again") from None
+    if latents.ndim != 5 or tuple(latents.shape[2:3]) != (vc.num_frames,) or not latents.isfinite().all():
+        raise RunError(f"{path} does not hold this run's inverted latents; delete it: edit then inverts {SOURCE} again")
+    return latents, steps
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
 
 
 @dataclass
@@ -167,24 +213,38 @@ def edit(
     if not prompts or any(not p.strip() for p in prompts):
         raise RunError("no edit prompt given (or an empty one); pass --prompt 'your edit' at least once")
     sample = sample or tuned.config.sample
+    replace(tuned.config, sample=sample).validate("edit")
+    if not (isinstance(fps, (int, float)) and 0 < fps < 1000):
+        raise RunError(f"fps {fps} must be a positive frame rate; use e.g. --fps 8")
     out = Path(output_dir) if output_dir else tuned.run_dir / "edits"
-    out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    videos = []
-    for prompt in prompts:
-        video = tuned.sample(prompt, sample, progress)
-        videos.append(video)
-        stem = _unique(out, slug(prompt))
-        write_video(out / f"{stem}.mp4", video, fps)
-        write_video(out / f"{stem}.gif", video, fps)
-        _write_json(out / f"{stem}.json", _record(tuned, prompt, sample, fps))
-        written += [out / f"{stem}.mp4", out / f"{stem}.gif", out / f"{stem}.json"]
+    if out.exists() and not out.is_dir():
+        raise RunError(f"output {out} is a file, not a folder; pick a folder path for --output")
+    videos = [tuned.sample(prompt, sample, progress) for prompt in prompts]
     row = ([tuned.source] if tuned.source is not None else []) + videos
-    stem = _unique(out, "side-by-side")
-    write_video(out / f"{stem}.mp4", side_by_side(row), fps)
-    record = {"columns": (["source"] if tuned.source is not None else []) + prompts, **_record(tuned, None, sample, fps)}
-    _write_json(out / f"{stem}.json", record)
-    written += [out / f"{stem}.mp4", out / f"{stem}.json"]
+    side = side_by_side(row)  # checked before anything is written: a failure leaves no files
+    created = not out.exists()
+    written: list[Path] = []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for prompt, video in zip(prompts, videos):
+            stem = _unique(out, slug(prompt))
+            for path in (out / f"{stem}.mp4", out / f"{stem}.gif"):
+                written.append(path)
+                write_video(path, video, fps)
+            written.append(out / f"{stem}.json")
+            _write_json(written[-1], _record(tuned, prompt, sample, fps))
+        stem = _unique(out, "side-by-side")
+        written.append(out / f"{stem}.mp4")
+        write_video(written[-1], side, fps)
+        record = {"columns": (["source"] if tuned.source is not None else []) + prompts, **_record(tuned, None, sample, fps)}
+        written.append(out / f"{stem}.json")
+        _write_json(written[-1], record)
+    except BaseException:
+        for path in written:  # no half-written edit: its files go, and the folder if this edit made it
+            path.unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     return EditResult(videos, written)
 
 
@@ -210,5 +270,8 @@ def _unique(folder: Path, stem: str) -> str:
 
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
