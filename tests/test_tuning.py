@@ -199,3 +199,17 @@ def test_same_seed_same_weights_whatever_the_global_generator(clip, tmp_path):
     for name in first:
         torch.testing.assert_close(first[name], second[name], rtol=0, atol=0)
     assert any(not torch.equal(first[name], other[name]) for name in first if "attn_temp.to_q" in name)
+
+
+def test_ddim_scheduler_is_built_as_the_reference_builds_it():
+    """clip_sample=False and steps_offset=1 whatever the base's scheduler config says, with a note when it differs."""
+    from tuneavideo.tuning import build_pipeline
+
+    base = tiny_base()
+    notes = []
+    pipe = build_pipeline(base, TuneAVideoUNet.from_unet2d(base.unet), log=notes.append)
+    assert (pipe.scheduler.config.clip_sample, pipe.scheduler.config.steps_offset) == (False, 1) and not notes
+    base.scheduler_config = {k: v for k, v in base.scheduler_config.items() if k not in ("clip_sample", "steps_offset")}
+    pipe = build_pipeline(base, TuneAVideoUNet.from_unet2d(base.unet), log=notes.append)
+    assert (pipe.scheduler.config.clip_sample, pipe.scheduler.config.steps_offset) == (False, 1)
+    assert len(notes) == 1 and "clip_sample=False (the base's config: unset)" in notes[0] and "steps_offset=1" in notes[0]

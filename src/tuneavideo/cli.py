@@ -8,7 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
-from .config import MIXED_PRECISION, PROFILES, ConfigError, RunConfig
+from .config import FRAME_ATTENTION, FRAME_NORMS, MIXED_PRECISION, PROFILES, RESIZE_MODES, ConfigError, RunConfig
+from .errors import TuneAVideoError
 
 
 def _add_sampling(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--height", type=int, help="height, a multiple of 8 (default 512)")
     tune.add_argument("--start", type=int, help="first frame (default 0)")
     tune.add_argument("--stride", type=int, help="take every N-th frame (default 1)")
-    tune.add_argument("--resize", choices=("crop", "squash", "pad"), help="crop to the aspect (default), squash, or pad")
+    tune.add_argument("--resize", choices=RESIZE_MODES, help="crop to the aspect (default), squash, or pad")
     tune.add_argument("--train-steps", dest="tune_steps", type=int, help="tuning steps (default 500)")
     tune.add_argument("--learning-rate", type=float, help="AdamW learning rate (default 3e-5)")
     tune.add_argument("--train-seed", dest="tune_seed", type=int, help="seed of the tuning noise (default 33)")
@@ -53,14 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                       help="torch.compile the UNet: faster steps after minutes of compilation (default off)")
     tune.add_argument("--trainable", dest="trainable_modules", nargs="+", help="module name suffixes to train (default attn1.to_q attn2.to_q attn_temp)")
-    tune.add_argument("--frame-attention", choices=("sparse-causal", "per-frame"),
+    tune.add_argument("--frame-attention", choices=FRAME_ATTENTION,
                       help="self-attention across frames (default sparse-causal; per-frame is the paper's ablation)")
-    tune.add_argument("--frame-norms", choices=("pooled", "per-frame"),
+    tune.add_argument("--frame-norms", choices=FRAME_NORMS,
                       help="ResNet GroupNorm statistics over all frames (default pooled, the method) or per frame (an ablation)")
     tune.add_argument("--checkpoint-every", type=int, help="save a resumable checkpoint every N steps (default 100; 0: never)")
     tune.add_argument("--validation-every", type=int, help="sample the validation prompts every N steps (0: never)")
     tune.add_argument("--validation-prompt", dest="prompts", action="append", help="a validation prompt (repeatable)")
-    tune.add_argument("--resume", action="store_true", help="continue an interrupted run from its latest checkpoint")
+    tune.add_argument("--resume", action="store_true",
+                      help="continue an interrupted run from its latest checkpoint; --train-steps, --learning-rate and "
+                           "sampling flags may change, the clip, prompt and base may not")
     tune.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
     _add_sampling(tune)
 
@@ -100,7 +103,7 @@ SAMPLE_FIELDS = ("num_inference_steps", "guidance_scale", "negative_prompt", "et
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from .tuning import tune
+    from .tuning import CONFIG, tune
 
     config = RunConfig.load(args.config) if args.config else RunConfig()
     output = args.output
@@ -110,6 +113,8 @@ def _tune(args: argparse.Namespace) -> int:
         output = (yaml.safe_load(Path(args.config).read_text()) or {}).get("output_dir")
     if not output:
         raise ConfigError("no run folder given; pass --output RUN_DIR")
+    if args.resume and not args.config and (Path(output) / CONFIG).is_file():
+        config = RunConfig.load(Path(output) / CONFIG)  # the run's settings; flags given change them (tune checks which may)
     config.video = replace(config.video, **_overrides(args, ("path", "prompt", "num_frames", "width", "height", "start", "stride", "resize")))
     config.tune = replace(config.tune, **_overrides(
         args, ("base_model", "tune_steps", "learning_rate", "tune_seed", "mixed_precision", "gradient_checkpointing",
@@ -117,14 +122,10 @@ def _tune(args: argparse.Namespace) -> int:
         {"tune_steps": "steps", "tune_seed": "seed"}))
     config.sample = replace(config.sample, **_overrides(args, SAMPLE_FIELDS + ("prompts",)))
     config.validate()
-    if not config.tune.base_model:
+    if not args.resume and not config.tune.base_model:  # a resumed run has its own (or tune says it has none)
         raise ConfigError("no base model given; pass --base-model (hub id, diffusers folder or .safetensors file)")
-    if not config.video.path:
+    if not args.resume and not config.video.path:
         raise ConfigError("no video given; pass --video PATH")
-    if args.resume:
-        saved = Path(output) / "config.yaml"
-        if saved.is_file():
-            config = RunConfig.load(saved)
     result = tune(config.tune.base_model, config, output, resume=args.resume, device=args.device)
     print(f"tuned {len(result.trainable)} tensors in {len(result.losses)} steps; run folder: {result.run_dir}")
     return 0
@@ -148,27 +149,30 @@ def _edit(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    for flag, value in (("--train-steps", args.train_steps), ("--steps", args.steps)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} {value}: give at least 1 step, or leave it out for the demo's default")
     folder = run_demo(args.output, train_steps=args.train_steps, steps=args.steps)
     print(f"demo written to {folder}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .adapter import AdapterError
-    from .loading import ModelLoadError
-    from .models import WeightLoadError
-    from .tuning import RunError
-    from .video import VideoError
-
     args = build_parser().parse_args(argv)
     command = {"tune": _tune, "edit": _edit, "demo": _demo}[args.command]
     try:
         return command(args)
-    except (ConfigError, VideoError, ModelLoadError, WeightLoadError, AdapterError, RunError) as error:
+    except TuneAVideoError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the file system refused: no space, no permission, a file where a folder should be
+        where = f" {error.filename}" if error.filename else ""
+        print(f"error: cannot write or read{where}: {error.strerror or error}; check the path, its permissions and free space",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("interrupted; finished files are kept, and 'tuneavideo tune --resume' continues a tuning run", file=sys.stderr)
+        print("interrupted; 'tuneavideo tune --resume' continues a tuning run from its last checkpoint "
+              "(one stopped before its first checkpoint leaves no folder)", file=sys.stderr)
         return 130
 
 
