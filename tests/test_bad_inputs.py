@@ -222,6 +222,8 @@ CASES = [
     ("edit-empty-prompt", lambda c: c.edit("--prompt", " "), ["empty"]),
     ("edit-output-is-a-file", lambda c: (c.file("edits", b"x"), c.edit())[1], ["is a file"]),
     ("edit-device-banana", lambda c: c.edit("--device", "banana"), ["banana"]),
+    ("edit-deleted-adapter", lambda c: ((c.finished / ADAPTER).unlink(), c.edit())[1], ["no checkpoint", "tune again"]),
+    ("edit-interrupted-run", lambda c: c.edit(run=c.interrupted), ["--resume"]),
     ("edit-no-run", lambda c: c.edit(run=c.dir / "no-run"), ["no-run"]),
     ("demo-steps-zero", lambda c: ["demo", "--output", str(c.dir / "demo"), "--steps", "0"], ["--steps 0"]),
     ("demo-train-steps-zero", lambda c: ["demo", "--output", str(c.dir / "demo"), "--train-steps", "0"], ["--train-steps 0"]),

@@ -19,7 +19,8 @@ from .config import RunConfig, SampleConfig
 from .inversion import ddim_invert
 from .loading import BaseModel, load_base
 from .pipeline import TuneAVideoPipeline
-from .tuning import ADAPTER, CONFIG, INVERSION, SOURCE, RunError, _progress, build_pipeline, build_video_unet, place, resolve_device, resolve_precision, slug
+from .tuning import (ADAPTER, CONFIG, INVERSION, SOURCE, RunError, _progress, build_pipeline, build_video_unet, latest_checkpoint, place,
+                     resolve_device, resolve_precision, slug)
 from .video import read_video, side_by_side, write_video
 
 
@@ -99,7 +100,9 @@ def load_run(
     if (run_dir / CONFIG).is_file():
         config = RunConfig.load(run_dir / CONFIG)
         if not (run_dir / ADAPTER).is_file():
-            raise RunError(f"{run_dir} has no {ADAPTER}: tuning did not finish; resume it with 'tuneavideo tune --resume'")
+            advice = (f"resume it with 'tuneavideo tune --output {run_dir} --resume'" if latest_checkpoint(run_dir)
+                      else "it has no checkpoint to resume from: tune again into a new folder")
+            raise RunError(f"{run_dir} has no {ADAPTER}: tuning did not finish; {advice}")
         vc = config.video
         _check_size(asked, vc, f"{run_dir} was tuned on")  # a tuned model edits at the frame count and size it learnt
         if inverted is None and (run_dir / INVERSION).is_file():
