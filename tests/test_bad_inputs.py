@@ -298,3 +298,22 @@ def test_a_long_prompt_is_cut_with_a_warning(shared, tmp_path, caplog):
     assert "warning: the prompt 'a white square a white square a white sq...' has 122 tokens; the text encoder reads the first 77" \
         in caplog.text, caplog.text
     assert "indexing errors" not in caplog.text
+
+
+def test_a_full_disk_leaves_no_partial_files(shared, tmp_path, capsys, monkeypatch):
+    """A checkpoint write that runs out of space: one error line, no temporary file, and a new run leaves no folder."""
+    def full_disk(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"partial")
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    ctx = Ctx(tmp_path, shared)
+    assert main(ctx.tune("--train-steps", "2", "--checkpoint-every", "1")) == 2
+    line = error_line(capsys.readouterr().err)
+    assert "No space left on device" in line and "step-1.tmp" in line, line
+    assert not (tmp_path / "out").exists()
+    run = ctx.interrupted  # a resumed run keeps its folder: its checkpoint stays, the partial one goes
+    before = snapshot(run)
+    assert main(resume(ctx, "--checkpoint-every", "1")) == 2
+    assert "No space left on device" in error_line(capsys.readouterr().err)
+    assert not list(run.rglob("*.tmp")) and snapshot(run)["checkpoints/step-1.pt"] == before["checkpoints/step-1.pt"]
