@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 from tiny import save_tiny_sd
 
@@ -190,7 +191,7 @@ CASES = [
     ("yaml-prompt-list", lambda c: c.yaml("video:\n  prompt: [a, b]\n"), ["video.prompt", "text"]),
     ("yaml-num-frames-word", lambda c: c.yaml("video:\n  num_frames: eight\n"), ["video.num_frames", "whole number"]),
     ("yaml-width-quoted", lambda c: c.yaml("video:\n  width: \"64\"\n"), ["video.width", "without quotes"]),
-    ("yaml-learning-rate-text", lambda c: c.yaml("tune:\n  learning_rate: 3e-5\n"), ["tune.learning_rate", "3.0e-5"]),
+    ("yaml-learning-rate-word", lambda c: c.yaml("tune:\n  learning_rate: fast\n"), ["tune.learning_rate", "a number"]),
     ("yaml-flag-text", lambda c: c.yaml("tune:\n  compile: maybe\n"), ["tune.compile", "true or false"]),
     ("yaml-unknown-key", lambda c: c.yaml("tune:\n  lr: 0.1\n"), ["tune.lr"]),
     ("yaml-reference-frames-word", lambda c: c.yaml("train_data:\n  n_sample_frames: eight\n"), ["num_frames", "whole number"]),
@@ -317,3 +318,11 @@ def test_a_full_disk_leaves_no_partial_files(shared, tmp_path, capsys, monkeypat
     assert main(resume(ctx, "--checkpoint-every", "1")) == 2
     assert "No space left on device" in error_line(capsys.readouterr().err)
     assert not list(run.rglob("*.tmp")) and snapshot(run)["checkpoints/step-1.pt"] == before["checkpoints/step-1.pt"]
+
+
+def test_a_number_yaml_reads_as_text_is_taken_as_the_number():
+    from tuneavideo.config import RunConfig
+
+    # YAML 1.1 reads 3e-5 (no dot) as the text "3e-5"; a float setting takes it as the number
+    config = RunConfig.from_dict(yaml.safe_load("tune:\n  learning_rate: 3e-5\n"))
+    assert config.tune.learning_rate == 3e-5 and isinstance(config.tune.learning_rate, float)

@@ -186,8 +186,8 @@ _KINDS = {str: "text", int: "a whole number", float: "a number", bool: "true or 
 
 def _check_types(section: Any, section_name: str, source: str) -> None:
     """Each field of a config dataclass holds its annotated type: str, int, float (an int is one too), bool,
-    or a tuple or list of str. YAML's surprises get a hint: ``"64"`` is text, and so is ``3e-5`` (YAML's
-    numbers need a dot: ``3.0e-5``)."""
+    or a tuple or list of str. A float field also takes a text that is a number, as YAML 1.1 reads ``3e-5``
+    (no dot) as text; ``"64"`` for an int field is an error with a hint."""
     hints = typing.get_type_hints(type(section))
     for f in dataclasses.fields(section):
         value, kind = getattr(section, f.name), hints[f.name]
@@ -199,14 +199,24 @@ def _check_types(section: Any, section_name: str, source: str) -> None:
             if not isinstance(value, (tuple, list)) or not all(isinstance(item, str) for item in value):
                 raise ConfigError(f"{where} must be a list of text, got {value!r}; write each item as text in [ ]")
             continue
+        if kind is float and isinstance(value, str) and _float_text(value) is not None:
+            # YAML 1.1 (PyYAML) reads a number written without a dot, such as 3e-5, as text: take it as the number
+            value = _float_text(value)
+            setattr(section, f.name, value)
         ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
         if kind is float:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not ok:
-            hint = ""
-            if isinstance(value, str) and kind in (int, float):
-                hint = "; YAML reads a quoted number, or one like 3e-5 without a dot, as text: write e.g. 3.0e-5" if kind is float else "; write it without quotes"
+            hint = "; write it without quotes" if isinstance(value, str) and kind in (int, float) else ""
             raise ConfigError(f"{where} must be {_KINDS[kind]}, got {value!r}{hint}")
+
+
+def _float_text(text: str) -> float | None:
+    """The number a text such as ``"3e-5"`` writes, or None."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def from_reference_config(data: dict[str, Any], source: str) -> RunConfig:
