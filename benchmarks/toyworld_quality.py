@@ -44,6 +44,9 @@ from tuneavideo.toyworld import BACKGROUNDS, COLOURS, SHAPES, clip_caption, dete
 from tuneavideo.toyworld.metrics import psnr, score_edit, to_uint8_frames
 from tuneavideo.tuning import build_pipeline, build_video_unet, latest_checkpoint, tune
 
+#: The ablations measured besides the tuning-steps sweep, in the order of the table.
+VARIANTS = ("full", "no-tuning", "no-inversion", "per-frame-attn", "per-frame-norms", "image-model")
+
 METRICS = ("alignment", "preservation", "motion_error", "motion_error_found", "consistency", "detected")
 
 
@@ -194,6 +197,8 @@ def run_clip(index: int, clip, edits, args, work: Path) -> dict:
 
     results: dict[str, dict] = {}
     log = lambda *_: None  # noqa: E731
+    model, wanted = Path(args.model), set(args.variants)
+    config.tune.base_model = str(model)
     # The steps sweep: one tuning run, interrupted at each N and resumed (the project's own --resume path).
     sweep = sorted(set(args.steps) | {args.full_steps})
     run_dir = work / f"run-{index}"
@@ -202,36 +207,39 @@ def run_clip(index: int, clip, edits, args, work: Path) -> dict:
     states = {}
     for n in sweep:
         if n > done:
-            tune(str(TOY_MODEL), config, run_dir, resume=done > 0, stop_after=n - done, progress=False, log=log)
+            tune(str(model), config, run_dir, resume=done > 0, stop_after=n - done, progress=False, log=log)
             done = n
         states[n] = trained_state(run_dir) if n > 0 else None
     for n in sweep:
         if n in args.steps:
-            results[f"steps-{n}"] = evaluate(tuned_model(TOY_MODEL, config, frames, states[n]), clip, edits, source)
-    full = results.get(f"steps-{args.full_steps}") or evaluate(tuned_model(TOY_MODEL, config, frames, states[args.full_steps]), clip, edits, source)
-    results["full"] = full
-    results["no-tuning"] = results.get("steps-0") or evaluate(tuned_model(TOY_MODEL, config, frames, None), clip, edits, source)
-    no_inv = RunConfig.from_dict(config.to_dict())
-    no_inv.sample.use_inversion = False
-    results["no-inversion"] = evaluate(tuned_model(TOY_MODEL, no_inv, frames, states[args.full_steps]), clip, edits, source)
-    results["image-model"] = evaluate(tuned_model(TOY_MODEL, config, frames, None, image_model=True), clip, edits, source)
-
-    # Per-frame attention: tuned with it as well as sampled with it.
-    per_frame_state = _tune_ablation(config, args.full_steps, work / f"run-{index}-per-frame", frame_attention="per-frame")
-    results["per-frame-attn"] = evaluate(tuned_model(TOY_MODEL, config, frames, per_frame_state, per_frame=True), clip, edits, source)
-    # Per-frame GroupNorm statistics: likewise tuned with them.
-    norms_state = _tune_ablation(config, args.full_steps, work / f"run-{index}-frame-norms", frame_norms="per-frame")
-    results["per-frame-norms"] = evaluate(tuned_model(TOY_MODEL, config, frames, norms_state, per_frame_norms=True), clip, edits, source)
+            results[f"steps-{n}"] = evaluate(tuned_model(model, config, frames, states[n]), clip, edits, source)
+    if "full" in wanted:
+        results["full"] = results.get(f"steps-{args.full_steps}") or evaluate(
+            tuned_model(model, config, frames, states[args.full_steps]), clip, edits, source)
+    if "no-tuning" in wanted:
+        results["no-tuning"] = results.get("steps-0") or evaluate(tuned_model(model, config, frames, None), clip, edits, source)
+    if "no-inversion" in wanted:
+        no_inv = RunConfig.from_dict(config.to_dict())
+        no_inv.sample.use_inversion = False
+        results["no-inversion"] = evaluate(tuned_model(model, no_inv, frames, states[args.full_steps]), clip, edits, source)
+    if "image-model" in wanted:
+        results["image-model"] = evaluate(tuned_model(model, config, frames, None, image_model=True), clip, edits, source)
+    if "per-frame-attn" in wanted:  # tuned with per-frame attention as well as sampled with it
+        per_frame_state = _tune_ablation(model, config, args.full_steps, work / f"run-{index}-per-frame", frame_attention="per-frame")
+        results["per-frame-attn"] = evaluate(tuned_model(model, config, frames, per_frame_state, per_frame=True), clip, edits, source)
+    if "per-frame-norms" in wanted:  # likewise tuned with per-frame GroupNorm statistics
+        norms_state = _tune_ablation(model, config, args.full_steps, work / f"run-{index}-frame-norms", frame_norms="per-frame")
+        results["per-frame-norms"] = evaluate(tuned_model(model, config, frames, norms_state, per_frame_norms=True), clip, edits, source)
     return results
 
 
-def _tune_ablation(config: RunConfig, steps: int, run_dir: Path, **tune_changes) -> dict:
+def _tune_ablation(model: Path, config: RunConfig, steps: int, run_dir: Path, **tune_changes) -> dict:
     """Tune ``steps`` steps with ``config.tune`` changed by ``tune_changes``; the trained tensors."""
     changed = RunConfig.from_dict(config.to_dict())
     changed.tune.steps = steps
     for name, value in tune_changes.items():
         setattr(changed.tune, name, value)
-    tune(str(TOY_MODEL), changed, run_dir, progress=False, log=lambda *_: None)
+    tune(str(model), changed, run_dir, progress=False, log=lambda *_: None)
     return trained_state(run_dir)
 
 
@@ -271,8 +279,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=2024, help="seed of the clip selection")
     parser.add_argument("--quick", action="store_true", help="2 clips, steps 0 and 20, 10 sampling steps: a smoke run")
     parser.add_argument("--workers", type=int, default=2, help="clips tuned in parallel, one CPU thread each (default 2)")
+    parser.add_argument("--model", default=str(TOY_MODEL), help="the pipeline folder to measure (default the bundled toy model)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
+                        help="variants besides the steps sweep (default all)")
     parser.add_argument("--out", default="benchmarks/toyworld_quality.json", help="where to write the JSON")
     args = parser.parse_args(argv)
+    args.model = str(Path(args.model).resolve())
     if args.quick:
         args.clips, args.steps, args.full_steps, args.sample_steps = 2, [0, 20], 20, 10
     began = time.perf_counter()
@@ -308,7 +320,7 @@ def main(argv=None) -> int:
               "and running the same command again measures only the rest", file=sys.stderr)
         return 1
     variants = list(per_clip[0])
-    order = ["full", "no-tuning", "no-inversion", "per-frame-attn", "per-frame-norms", "image-model"] + sorted(
+    order = [v for v in VARIANTS if v in variants] + sorted(
         (v for v in variants if v.startswith("steps-")), key=lambda v: int(v.split("-")[1]))
     summary = {v: {m: float(np.nanmean([c[v][m] for c in per_clip])) for m in per_clip[0][v] if m != "frames"} for v in order}
     by_offset = {v: motion_by_offset(per_clip, v) for v in order}

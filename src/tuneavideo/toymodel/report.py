@@ -11,7 +11,7 @@ def _pct(value) -> str:
 
 
 #: Settings that do not change the weights (monitoring, where snapshots go, the time budget, which a stop step replaces).
-_NOT_WEIGHTS = ("log_every", "monitor_every", "snapshot_dir", "max_minutes", "unet_stop_step")
+_NOT_WEIGHTS = ("log_every", "monitor_every", "snapshot_dir", "max_minutes", "unet_stop_step", "checkpoint_every")
 _FLAGS = {"seed": "--seed", "vae_steps": "--vae-steps", "unet_steps": "--unet-steps", "threads": "--threads"}
 
 
