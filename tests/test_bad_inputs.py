@@ -22,7 +22,8 @@ from tiny import save_tiny_sd
 
 from tuneavideo.cli import main
 from tuneavideo.config import RunConfig
-from tuneavideo.tuning import ADAPTER, CONFIG, INVERSION, LOG, SOURCE, tune
+from tuneavideo.runfolder import ADAPTER, CONFIG, INVERSION, LOG, SOURCE
+from tuneavideo.tuning import tune
 from tuneavideo.video import write_video
 
 PROMPT = "a white square moving right"
@@ -311,7 +312,7 @@ def test_a_full_disk_leaves_no_partial_files(shared, tmp_path, capsys, monkeypat
     ctx = Ctx(tmp_path, shared)
     assert main(ctx.tune("--train-steps", "2", "--checkpoint-every", "1")) == 2
     line = error_line(capsys.readouterr().err)
-    assert "No space left on device" in line and "step-1.tmp" in line, line
+    assert "No space left on device" in line and "step-1.pt.tmp" in line, line
     assert not (tmp_path / "out").exists()
     run = ctx.interrupted  # a resumed run keeps its folder: its checkpoint stays, the partial one goes
     before = snapshot(run)

@@ -1,5 +1,7 @@
 """Tuning: the trainable set, gradients with and without checkpointing, frozen weights, resume, adapters."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from diffusers import DDPMScheduler
@@ -10,7 +12,8 @@ from tuneavideo.adapter import AdapterError, load_adapter, set_trainable, traina
 from tuneavideo.config import DEFAULT_TRAINABLE, RunConfig
 from tuneavideo.loading import BaseModel
 from tuneavideo.models import TuneAVideoUNet
-from tuneavideo.tuning import ADAPTER, INVERSION, RunError, apply_profile, tune
+from tuneavideo.runfolder import ADAPTER, INVERSION, RunError
+from tuneavideo.tuning import apply_profile, tune
 from tuneavideo.video import write_video
 
 
@@ -213,3 +216,112 @@ def test_ddim_scheduler_is_built_as_the_reference_builds_it():
     pipe = build_pipeline(base, TuneAVideoUNet.from_unet2d(base.unet), log=notes.append)
     assert (pipe.scheduler.config.clip_sample, pipe.scheduler.config.steps_offset) == (False, 1)
     assert len(notes) == 1 and "clip_sample=False (the base's config: unset)" in notes[0] and "steps_offset=1" in notes[0]
+
+
+def base_state(base: BaseModel) -> dict:
+    """Everything about a base that tuning or editing could change: each tensor's values, dtype, device and
+    requires_grad, each module's class and training flag, and the scheduler config."""
+    state = {"scheduler": repr(base.scheduler_config)}
+    for part in ("vae", "text_encoder", "unet"):
+        module = getattr(base, part)
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            state[f"{part}.{name}"] = (tensor.detach().clone(), tensor.dtype, tensor.device, tensor.requires_grad)
+        state[part] = [(name, type(m).__name__, m.training) for name, m in module.named_modules()]
+    return state
+
+
+def assert_same_state(after: dict, before: dict) -> None:
+    assert after.keys() == before.keys()
+    for key, old in before.items():
+        new = after[key]
+        if isinstance(old, tuple):
+            assert new[1:] == old[1:] and torch.equal(new[0], old[0]), key
+        else:
+            assert new == old, key
+
+
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_tune_and_load_run_leave_the_base_unchanged(clip, tmp_path, precision):
+    """One loaded base serves a run and its edits: tuning (its trained tensors start from the base's weights, its
+    frozen ones are cast) and loading the run for editing change none of the base's tensors, dtypes, devices,
+    flags or module classes."""
+    from tuneavideo.editing import load_run
+
+    base = tiny_base()
+    before = base_state(base)
+    config = run_config(clip, steps=2, learning_rate=1e-2, gradient_checkpointing=True, mixed_precision=precision)
+    tune(base, config, tmp_path / "run", progress=False, log=lambda s: None)
+    assert_same_state(base_state(base), before)
+    tuned = load_run(tmp_path / "run", base_model=base, mixed_precision=precision)
+    assert_same_state(base_state(base), before)
+    # the tuned UNet did change: the adapter's tensors are in it, not in the base
+    adapter = load_file(tmp_path / "run" / ADAPTER)
+    name = next(n for n in adapter if "attn1.to_q" in n)
+    assert not torch.equal(dict(tuned.pipe.unet.named_parameters())[name].float(), before[f"unet.{name}"][0])
+
+
+def test_edit_inverts_again_from_the_latents_tuning_used(clip, tmp_path):
+    """An edit with other inversion steps inverts the source latents tuning encoded (kept in the run folder), not
+    the lossy source.mp4: the result is the inversion of the clip's own frames, even with source.mp4 gone."""
+    from tuneavideo.editing import load_run
+    from tuneavideo.inversion import ddim_invert
+    from tuneavideo.runfolder import SOURCE
+    from tuneavideo.video import read_video
+
+    config = run_config(clip, steps=2, learning_rate=1e-3)
+    tune(tiny_base(), config, tmp_path / "run", progress=False, log=lambda s: None)
+    (tmp_path / "run" / SOURCE).unlink()
+    tuned = load_run(tmp_path / "run", base_model=tiny_base())
+    vc = config.video
+    frames = read_video(clip, num_frames=vc.num_frames, width=vc.width, height=vc.height)  # what tuning read
+    mean, _ = tuned.pipe.encode_video(frames)
+    torch.testing.assert_close(load_file(tmp_path / "run" / INVERSION)["source_latents"], mean)
+    empty = tuned.pipe.encode_prompt([""])
+    expected = ddim_invert(tuned.pipe.unet, tuned.pipe.scheduler, mean, empty, 2)
+    sample = replace(config.sample, num_inversion_steps=2, num_inference_steps=1)
+    tuned.sample("a white square moving left", sample, progress=False)
+    assert tuned.inversion_steps == 2
+    torch.testing.assert_close(tuned.inverted, expected, atol=1e-5, rtol=1e-5)
+    # what re-encoding the H.264 source would have given: another inversion
+    write_video(tmp_path / "source.mp4", frames, fps=8)
+    lossy, _ = tuned.pipe.encode_video(read_video(tmp_path / "source.mp4", num_frames=vc.num_frames, width=vc.width, height=vc.height))
+    assert not torch.allclose(ddim_invert(tuned.pipe.unet, tuned.pipe.scheduler, lossy, empty, 2), expected, atol=1e-4)
+
+
+def test_edit_with_another_base_inverts_again_and_caches_it(clip, tmp_path, capsys):
+    """The stored inversion belongs to the tuning base: an edit on another base (a DreamBooth model: same VAE and text
+    encoder, other UNet) inverts the stored source latents again with that base, says so, and keeps the result in
+    the run folder for the next edit; the tuning base still gets the stored inversion."""
+    from tuneavideo.editing import load_run
+    from tuneavideo.inversion import ddim_invert
+    from tuneavideo.runfolder import INVERSIONS
+
+    def dreambooth():
+        return BaseModel(vae=tiny_vae(0), text_encoder=tiny_text_encoder(0), tokenizer=tiny_tokenizer(), unet=tiny_unet(1),
+                         scheduler_config=dict(SD_SCHEDULER, _class_name="PNDMScheduler"), source="dreambooth")
+
+    config = run_config(clip, steps=2, learning_rate=1e-3)
+    run = tmp_path / "run"
+    tune(tiny_base(), config, run, progress=False, log=lambda s: None)
+    stored = load_file(run / INVERSION)
+    assert torch.equal(load_run(run, base_model=tiny_base()).inverted, stored["latents"])
+    assert "another base" not in capsys.readouterr().err
+
+    tuned = load_run(run, base_model=dreambooth())
+    assert tuned.inverted is None
+    assert "inversion.safetensors was computed with another base model than dreambooth" in capsys.readouterr().err
+    sample = replace(config.sample, num_inference_steps=1)
+    tuned.sample("a white square moving left", sample, progress=False)
+    expected = ddim_invert(tuned.pipe.unet, tuned.pipe.scheduler, stored["source_latents"], tuned.pipe.encode_prompt([""]),
+                           config.sample.num_inversion_steps)
+    torch.testing.assert_close(tuned.inverted, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(tuned.inverted, stored["latents"], atol=1e-3)
+    assert len(list((run / INVERSIONS).glob("*.safetensors"))) == 1
+
+    again = load_run(run, base_model=dreambooth())
+    again.source = again.source_latents = None  # nothing left to invert: the cached inversion must serve
+    again.sample("a white square moving left", sample, progress=False)
+    torch.testing.assert_close(again.inverted, expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(load_file(run / INVERSION)["latents"], stored["latents"])  # the run's own is kept
+    other_vae = BaseModel(**{**dreambooth().__dict__, "vae": tiny_vae(1)})
+    assert load_run(run, base_model=other_vae).source_latents is None  # another VAE: the source is encoded again

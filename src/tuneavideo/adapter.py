@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from . import __version__
 from .errors import TuneAVideoError
+from .runfolder import atomic_save_tensors
 
 FORMAT = "tuneavideo-adapter/1"
 
@@ -42,23 +41,13 @@ def set_trainable(model: nn.Module, patterns: tuple[str, ...] | list[str]) -> li
     return names
 
 
-def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """Write safetensors to a temporary file and rename, so an interruption never leaves a partial file."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no partial file behind
-
-
 def save_adapter(model: nn.Module, names: list[str], path: str | Path, **metadata) -> None:
     """Save the named parameters (float32) with metadata: base model, frames, size, prompt, version."""
     params = dict(model.named_parameters())
     tensors = {name: params[name].float() for name in names}
     meta = {"format": FORMAT, "tuneavideo_version": __version__}
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
-    atomic_save(tensors, Path(path), meta)
+    atomic_save_tensors(tensors, Path(path), meta)
 
 
 def read_adapter_metadata(path: str | Path) -> dict[str, str]:
@@ -68,7 +57,8 @@ def read_adapter_metadata(path: str | Path) -> dict[str, str]:
 
 @torch.no_grad()
 def load_adapter(model: nn.Module, path: str | Path) -> dict[str, str]:
-    """Copy an adapter's tensors into ``model``; every key must exist with the same shape."""
+    """Set ``model``'s parameters to an adapter's tensors (cast to each parameter's dtype and device); every key must
+    exist with the same shape. The parameters get memory of their own: weights they shared are not written into."""
     path = Path(path)
     if not path.is_file():
         raise AdapterError(f"adapter {path} does not exist; tune first or check the run folder")
@@ -104,5 +94,6 @@ def _copy_adapter(path: Path, params: dict[str, nn.Parameter]) -> dict[str, str]
         raise AdapterError(f"adapter {path} holds NaN or infinite values ({len(bad)} tensors, e.g. {bad[0]}): its tuning "
                            "diverged; tune again with a lower learning rate")
     for key, tensor in tensors.items():
-        params[key].copy_(tensor)
+        # new memory, not copy_: an inflated UNet shares the image UNet's weights, which must stay as they were
+        params[key].data = tensor.to(device=params[key].device, dtype=params[key].dtype)
     return metadata

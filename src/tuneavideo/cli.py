@@ -103,7 +103,8 @@ SAMPLE_FIELDS = ("num_inference_steps", "guidance_scale", "negative_prompt", "et
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from .tuning import CONFIG, tune
+    from .runfolder import CONFIG
+    from .tuning import tune
 
     config = RunConfig.load(args.config) if args.config else RunConfig()
     output = args.output

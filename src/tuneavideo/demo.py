@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,11 @@ from PIL import Image, ImageDraw
 from .config import RunConfig
 from .editing import edit, load_run
 from .loading import load_base
+from .runfolder import EDITS as EDITS_FOLDER
+from .runfolder import atomic_text, atomic_write, slug
 from .toyworld import Clip, clip_caption, render_clip, with_attributes
 from .toyworld.metrics import score_edit, to_uint8_frames
-from .tuning import resolve_device, slug, tune
+from .tuning import resolve_device, tune
 
 TOY_MODEL = Path(__file__).resolve().parent / "assets" / "toy-sd"
 
@@ -102,13 +103,13 @@ def _run(folder, began, train_steps, steps, settings, device, progress, log) -> 
     config.sample.num_inference_steps = config.sample.num_inversion_steps = steps
     config.sample.guidance_scale, config.sample.seed = settings.guidance_scale, settings.seed
     run_dir = folder / "run"
-    base = load_base(TOY_MODEL)
+    base = load_base(TOY_MODEL)  # tune() leaves it unchanged: it serves the edits too
     tune(base, config, run_dir, device=device, progress=progress, log=log)
 
-    tuned = load_run(run_dir, base_model=load_base(TOY_MODEL), device=device)
+    tuned = load_run(run_dir, base_model=base, device=device)
     targets = [with_attributes(clip, **change) for change in EDITS]
     prompts = [clip_caption(target) for target in targets]
-    result = edit(tuned, prompts, output_dir=folder / "edits", progress=progress)
+    result = edit(tuned, prompts, output_dir=folder / EDITS_FOLDER, progress=progress)
 
     source_attributes = {"shape": clip.shape, "colour": clip.colour, "background": clip.background}
     rows, scores = [("source: " + prompt, source)], []
@@ -122,8 +123,8 @@ def _run(folder, began, train_steps, steps, settings, device, progress, log) -> 
     seconds = time.perf_counter() - began
     report = {"source_prompt": prompt, "settings": settings.__dict__ | {"train_steps": train_steps, "steps": steps},
               "seconds": round(seconds, 1), "edits": scores, "files": [str(p.relative_to(folder)) for p in result.files]}
-    _atomic_text(folder / "report.json", json.dumps(report, indent=2) + "\n")
-    _atomic_text(folder / "report.html", _html(report))
+    atomic_text(folder / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_text(folder / "report.html", _html(report))
     log(f"done in {seconds:.0f} s")
     return folder
 
@@ -140,15 +141,13 @@ def _write_grid(path: Path, rows: list[tuple[str, np.ndarray]], scale: int = 2) 
         for i, frame in enumerate(video):
             tile = Image.fromarray(frame).resize((width * scale, height * scale), Image.NEAREST)
             grid.paste(tile, (i * width * scale, top + label))
-    tmp = path.with_name(path.name + ".tmp.png")
-    grid.save(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))
 
 
 def _html(report: dict) -> str:
     rows = []
     for s in report["edits"]:
-        gif = html.escape(f"edits/{slug(s['prompt'])}.gif")
+        gif = html.escape(f"{EDITS_FOLDER}/{slug(s['prompt'])}.gif")
         rows.append(
             f"<tr><td>{html.escape(s['prompt'])}</td><td><img src='{gif}' width=128></td>"
             f"<td>{s['alignment']:.2f}</td><td>{s['preservation']:.2f}</td><td>{s['motion_error']:.2f}</td>"
@@ -157,15 +156,9 @@ def _html(report: dict) -> str:
     return (
         "<!doctype html><meta charset=utf-8><title>tuneavideo demo</title>"
         f"<h1>Tune-A-Video on the toy world</h1><p>Source: {html.escape(report['source_prompt'])} "
-        "<video src='edits/side-by-side.mp4' autoplay loop muted></video></p><p><img src='grid.png'></p>"
+        f"<video src='{EDITS_FOLDER}/side-by-side.mp4' autoplay loop muted></video></p><p><img src='grid.png'></p>"
         "<table border=1 cellpadding=4><tr><th>edit prompt</th><th>video</th><th>alignment</th>"
         "<th>preservation</th><th>motion error (px)</th><th>consistency</th></tr>"
         + "".join(rows)
         + f"</table><p>{report['seconds']} s in all. Metrics: toy-world detector; see tuneavideo.toyworld.metrics.</p>"
     )
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 from . import __version__
@@ -19,9 +16,15 @@ from .config import RunConfig, SampleConfig
 from .inversion import ddim_invert
 from .loading import BaseModel, load_base
 from .pipeline import TuneAVideoPipeline
-from .tuning import (ADAPTER, CONFIG, INVERSION, SOURCE, RunError, _progress, build_pipeline, build_video_unet, latest_checkpoint, place,
-                     resolve_device, resolve_precision, slug)
+from .runfolder import (ADAPTER, CONFIG, EDITS, INVERSION, INVERSIONS, SOURCE, RunError, atomic_json, find_inversion, first_line,
+                        latest_checkpoint, read_inversion, slug, write_inversion)
+from .tuning import (base_key, build_pipeline, build_video_unet, place, progress_bar, resolve_device, resolve_precision,
+                     vae_key)
 from .video import read_video, side_by_side, write_video
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 @dataclass
@@ -35,19 +38,37 @@ class TunedModel:
     inverted: torch.Tensor | None  # (1, c, f, h/8, w/8)
     dtype: torch.dtype
     inversion_steps: int | None = None  # steps behind ``inverted``; None when given from outside
+    # The identity of the base (runfolder.fingerprint): the key of the run folder's inversion cache; None: no cache
+    # (a reference folder, or a source video given from outside).
+    base_key: str | None = None
+    source_latents: torch.Tensor | None = None  # (1, c, f, h/8, w/8): the latents tuning inverted, when they fit this base
+    base_model: str | None = None  # the base the edit runs on, when not the run's own
 
     def invert(self, steps: int | None = None, progress: bool = True) -> torch.Tensor:
-        """DDIM-invert the source frames with the empty prompt (and keep the result)."""
-        if self.source is None:
-            raise RunError(f"{self.run_dir} has no source video to invert; pass --video, --inv-latents or --no-inversion")
+        """DDIM-invert the source latents with the empty prompt, keep the result, and cache it in the run folder.
+
+        The source latents are those tuning used (stored in the run folder); only without them (a reference
+        folder, an older run, another VAE) are the source frames encoded again."""
         steps = steps or self.config.sample.num_inversion_steps
-        mean, _ = self.pipe.encode_video(self.source)
+        mean = self.source_latents
+        if mean is None:
+            if self.source is None:
+                raise RunError(f"{self.run_dir} has no source video to invert; pass --video, --inv-latents or --no-inversion")
+            mean, _ = self.pipe.encode_video(self.source)
         empty = self.pipe.encode_prompt([""]).to(self.dtype)
-        bar = _progress(None, progress, desc="inverting", total=steps)
-        self.inverted = ddim_invert(self.pipe.unet, self.pipe.scheduler, mean, empty, steps, callback=lambda i, n: bar.update(1) if bar else None)
+        bar = progress_bar(None, progress, desc="inverting", total=steps)
+        self.inverted = ddim_invert(self.pipe.unet, self.pipe.scheduler, mean.to(self.pipe.unet.device), empty, steps,
+                                    callback=lambda i, n: bar.update(1) if bar else None)
         self.inversion_steps = steps
         if bar:
             bar.close()
+        if self.base_key is not None and self.inverted.isfinite().all():
+            try:
+                write_inversion(self.run_dir, self.inverted, steps=steps, base_key=self.base_key,
+                                base_model=self.base_model or self.config.tune.base_model)
+            except OSError as error:  # a read-only run folder: the edit goes on without the cache
+                _note(f"note: cannot keep the inversion in {self.run_dir / INVERSIONS} ({error.strerror or error}); "
+                      "the next edit inverts again")
         return self.inverted
 
     def sample(self, prompt: str, sample: SampleConfig, progress: bool = True) -> torch.Tensor:
@@ -55,12 +76,16 @@ class TunedModel:
         vc = self.config.video
         latents = None
         if sample.use_inversion:
-            stale = self.inversion_steps is not None and self.inversion_steps != sample.num_inversion_steps
-            if self.inverted is None or (stale and self.source is not None):
-                self.invert(sample.num_inversion_steps, progress)
+            steps = sample.num_inversion_steps
+            if self.inverted is None or (self.inversion_steps is not None and self.inversion_steps != steps):
+                cached = find_inversion(self.run_dir, self.base_key, steps, vc.num_frames) if self.base_key else None
+                if cached is not None:
+                    self.inverted, self.inversion_steps = cached.latents.to(self.pipe.unet.device), steps
+                elif self.inverted is None or self.source is not None or self.source_latents is not None:
+                    self.invert(steps, progress)
             latents = self.inverted
         generator = torch.Generator(self.pipe.unet.device).manual_seed(sample.seed)
-        bar = _progress(None, progress, desc=f"sampling '{prompt[:40]}'", total=sample.num_inference_steps)
+        bar = progress_bar(None, progress, desc=f"sampling '{prompt[:40]}'", total=sample.num_inference_steps)
         video = self.pipe(
             prompt, vc.num_frames, vc.height, vc.width, sample.num_inference_steps, sample.guidance_scale,
             sample.negative_prompt, sample.eta, generator, latents, callback=lambda i, n: bar.update(1) if bar else None,
@@ -94,7 +119,7 @@ def load_run(
     device = resolve_device(device)
     dtype = resolve_precision(mixed_precision, device)
     inverted = _read_latents(inv_latents) if inv_latents else None
-    inversion_steps = None
+    inversion_steps = key = source_latents = label = None
     asked = {"--num-frames": num_frames, "--width": width, "--height": height}
 
     if (run_dir / CONFIG).is_file():
@@ -105,12 +130,23 @@ def load_run(
             raise RunError(f"{run_dir} has no {ADAPTER}: tuning did not finish; {advice}")
         vc = config.video
         _check_size(asked, vc, f"{run_dir} was tuned on")  # a tuned model edits at the frame count and size it learnt
-        if inverted is None and (run_dir / INVERSION).is_file():
-            inverted, inversion_steps = _read_inversion(run_dir / INVERSION, config)
+        saved = read_inversion(run_dir / INVERSION, vc.num_frames) if video is None and (run_dir / INVERSION).is_file() else None
         base = base_model if isinstance(base_model, BaseModel) else load_base(base_model or config.tune.base_model, dtype=torch.float32)
+        key = base_key(base) if video is None else None
         unet = build_video_unet(base, config.tune.frame_attention, config.tune.frame_norms)
         load_adapter(unet, run_dir / ADAPTER)
         source = read_video(run_dir / SOURCE, num_frames=vc.num_frames, width=vc.width, height=vc.height) if (run_dir / SOURCE).is_file() else None
+        if video is None:  # the run's own source: its stored latents and inversions serve
+            own_base = base_model is None or base_model == config.tune.base_model
+            label = base.source if base_model is not None else None
+            if saved is not None and saved.source_latents is not None and saved.vae_key == vae_key(base):
+                source_latents = saved.source_latents
+            if inverted is None and saved is not None:
+                if saved.base_key == key or (saved.base_key is None and own_base):
+                    inverted, inversion_steps = saved.latents, saved.steps
+                else:
+                    _note(f"note: {INVERSION} was computed with another base model than {label or config.tune.base_model}; "
+                          f"the edit inverts the source again with this one and keeps the result in {run_dir / INVERSIONS}")
     elif (run_dir / "model_index.json").is_file():
         base = load_base(run_dir, dtype=torch.float32)
         unet = build_video_unet(base)
@@ -136,14 +172,14 @@ def load_run(
         source = read_video(video, num_frames=vc.num_frames, start=vc.start, stride=vc.stride, width=vc.width, height=vc.height, resize=vc.resize)
     config.validate()
 
-    pipe = build_pipeline(base, unet, log=lambda message: print(message, file=sys.stderr))
+    pipe = build_pipeline(base, unet, log=_note)
     for module in (pipe.vae, pipe.text_encoder, pipe.unet):
         place(module, device, dtype).eval()
     for module in (pipe.vae, pipe.text_encoder, pipe.unet):
         module.requires_grad_(False)
     if inverted is not None:
         inverted = inverted.to(device)
-    return TunedModel(pipe, config, run_dir, source, inverted, dtype, inversion_steps)
+    return TunedModel(pipe, config, run_dir, source, inverted, dtype, inversion_steps, key, source_latents, label)
 
 
 def _pixels_per_latent(base: BaseModel) -> int:
@@ -170,30 +206,12 @@ def _read_latents(path: str | Path) -> torch.Tensor:
         else:
             latents = torch.load(path, map_location="cpu", weights_only=True)  # the reference's ddim_latent-*.pt
     except Exception as error:  # truncated or not a tensor file: safetensors and torch raise several types
-        raise RunError(f"cannot read inverted latents {path} ({_first_line(error)}); give an inv_latents/ddim_latent-*.pt file") from None
+        raise RunError(f"cannot read inverted latents {path} ({first_line(error)}); give an inv_latents/ddim_latent-*.pt file") from None
     if not torch.is_tensor(latents) or latents.ndim != 5 or latents.shape[0] != 1:
         raise RunError(f"{path} does not hold video latents (1, c, f, h, w); give an inv_latents/ddim_latent-*.pt file")
     if not latents.isfinite().all():
         raise RunError(f"inverted latents {path} hold NaN or infinite values; invert again or pass --no-inversion")
     return latents
-
-
-def _read_inversion(path: Path, config: RunConfig) -> tuple[torch.Tensor, int]:
-    """A run's cached inversion and its step count, checked to fit the run."""
-    vc = config.video
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            latents = f.get_tensor("latents")
-            steps = int((f.metadata() or {}).get("num_inversion_steps", config.sample.num_inversion_steps))
-    except Exception as error:  # truncated or random bytes: safetensors raises its own error types
-        raise RunError(f"{path} is damaged ({_first_line(error)}); delete it: edit then inverts {SOURCE} again") from None
-    if latents.ndim != 5 or tuple(latents.shape[2:3]) != (vc.num_frames,) or not latents.isfinite().all():
-        raise RunError(f"{path} does not hold this run's inverted latents; delete it: edit then inverts {SOURCE} again")
-    return latents, steps
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
 
 
 @dataclass
@@ -219,7 +237,7 @@ def edit(
     replace(tuned.config, sample=sample).validate("edit")
     if not (isinstance(fps, (int, float)) and 0 < fps < 1000):
         raise RunError(f"fps {fps} must be a positive frame rate; use e.g. --fps 8")
-    out = Path(output_dir) if output_dir else tuned.run_dir / "edits"
+    out = Path(output_dir) if output_dir else tuned.run_dir / EDITS
     if out.exists() and not out.is_dir():
         raise RunError(f"output {out} is a file, not a folder; pick a folder path for --output")
     videos = [tuned.sample(prompt, sample, progress) for prompt in prompts]
@@ -235,13 +253,13 @@ def edit(
                 written.append(path)
                 write_video(path, video, fps)
             written.append(out / f"{stem}.json")
-            _write_json(written[-1], _record(tuned, prompt, sample, fps))
+            atomic_json(written[-1], _record(tuned, prompt, sample, fps))
         stem = _unique(out, "side-by-side")
         written.append(out / f"{stem}.mp4")
         write_video(written[-1], side, fps)
         record = {"columns": (["source"] if tuned.source is not None else []) + prompts, **_record(tuned, None, sample, fps)}
         written.append(out / f"{stem}.json")
-        _write_json(written[-1], record)
+        atomic_json(written[-1], record)
     except BaseException:
         for path in written:  # no half-written edit: its files go, and the folder if this edit made it
             path.unlink(missing_ok=True)
@@ -257,7 +275,7 @@ def _record(tuned: TunedModel, prompt: str | None, sample: SampleConfig, fps: fl
     vc = tuned.config.video
     record = {"prompt": prompt} if prompt is not None else {}
     record.update(
-        run_dir=str(tuned.run_dir), base_model=tuned.config.tune.base_model, source_prompt=vc.prompt,
+        run_dir=str(tuned.run_dir), base_model=tuned.base_model or tuned.config.tune.base_model, source_prompt=vc.prompt,
         num_frames=vc.num_frames, width=vc.width, height=vc.height, fps=fps, dtype=str(tuned.dtype).replace("torch.", ""),
         tuneavideo_version=__version__, **params,
     )
@@ -269,12 +287,3 @@ def _unique(folder: Path, stem: str) -> str:
     while any((folder / f"{candidate}{ext}").exists() for ext in (".mp4", ".gif", ".json")):
         candidate, n = f"{stem}-{n}", n + 1
     return candidate
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

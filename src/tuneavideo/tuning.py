@@ -1,24 +1,12 @@
-"""One-shot tuning (Tune-A-Video section 3.3) and the run folder it writes.
-
-A run folder holds everything an edit needs::
-
-    RUN_DIR/config.yaml          the full RunConfig
-    RUN_DIR/source.mp4           the sampled source frames at the tuned size
-    RUN_DIR/adapter.safetensors  the trained tensors only, with metadata
-    RUN_DIR/inversion.safetensors  DDIM-inverted latents of the source (empty prompt)
-    RUN_DIR/train.log            one JSON line per step: step, loss, seconds
-    RUN_DIR/checkpoints/step-N.pt  the latest training state, for --resume
-    RUN_DIR/samples/step-N/      validation videos, when asked for
-"""
+"""One-shot tuning (Tune-A-Video section 3.3): writes a run folder (see :mod:`tuneavideo.runfolder`)."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import json
 import math
-import os
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -32,20 +20,15 @@ from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from torch.utils.checkpoint import checkpoint
 
-from .adapter import atomic_save, load_adapter, save_adapter, set_trainable
+from .adapter import save_adapter, set_trainable
 from .config import ConfigError, RunConfig
-from .errors import TuneAVideoError
 from .inversion import ddim_invert
 from .loading import BaseModel, load_base
 from .models import TuneAVideoUNet
 from .pipeline import TuneAVideoPipeline
+from .runfolder import (ADAPTER, CHECKPOINTS, CONFIG, LOG, SAMPLES, SOURCE, RunError, atomic_text, checkpoint_step, checkpoints, fingerprint,
+                        latest_checkpoint, load_checkpoint, save_checkpoint, slug, write_inversion)
 from .video import read_video, write_video
-
-CONFIG, ADAPTER, INVERSION, SOURCE, LOG = "config.yaml", "adapter.safetensors", "inversion.safetensors", "source.mp4", "train.log"
-
-
-class RunError(TuneAVideoError):
-    """A run folder that cannot be used as asked."""
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -100,13 +83,27 @@ DDIM_FORCED = {"clip_sample": False, "steps_offset": 1}
 
 
 def build_pipeline(base: BaseModel, unet: TuneAVideoUNet, log: Callable[[str], None] = print) -> TuneAVideoPipeline:
+    """The sampling pipeline of ``unet`` with ``base``'s VAE, text encoder and tokenizer and a DDIM scheduler.
+
+    The VAE and text encoder are :func:`detached` copies: placing, casting or freezing the pipeline leaves
+    ``base`` as it was, so one loaded base serves any number of runs and edits."""
     changed = {key: value for key, value in DDIM_FORCED.items() if base.scheduler_config.get(key) != value}
     if changed:
         log("note: the DDIM scheduler runs with " + ", ".join(
             f"{key}={value} (the base's config: {base.scheduler_config.get(key, 'unset')})" for key, value in changed.items())
             + ", as the reference does")
     scheduler = DDIMScheduler.from_config({**base.scheduler_config, **DDIM_FORCED})
-    return TuneAVideoPipeline(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=unet, scheduler=scheduler)
+    return TuneAVideoPipeline(vae=detached(base.vae), text_encoder=detached(base.text_encoder), tokenizer=base.tokenizer,
+                              unet=unet, scheduler=scheduler)
+
+
+def detached(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module`` whose parameters and buffers share the original's memory but are objects of its own:
+    moving, casting or freezing the copy (which replaces its tensors) leaves ``module`` unchanged. Only in-place
+    writes to the shared values would reach it; frozen weights get none."""
+    memo = {id(p): torch.nn.Parameter(p.detach(), requires_grad=p.requires_grad) for p in module.parameters()}
+    memo.update({id(b): b for b in module.buffers()})
+    return copy.deepcopy(module, memo)
 
 
 def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -120,13 +117,15 @@ def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> 
 def prepare_models(pipe: TuneAVideoPipeline, device: torch.device, dtype: torch.dtype, trainable: list[str]) -> None:
     """Frozen weights in ``dtype`` on ``device``; trained tensors stay float32 (their master copies).
 
-    Each weight is cast before it moves, so a bf16 UNet never exists in float32 on the device.
+    Each weight is cast before it moves, so a bf16 UNet never exists in float32 on the device. The trained
+    tensors are copies: an inflated UNet shares the image UNet's weights, which tuning must leave as they were.
     """
     place(pipe.vae, device, dtype).requires_grad_(False)
     place(pipe.text_encoder, device, dtype).requires_grad_(False)
     wanted = set(trainable)
     for name, param in pipe.unet.named_parameters():
-        param.data = param.data.to(device=device, dtype=torch.float32 if name in wanted else dtype)
+        trained = name in wanted
+        param.data = param.data.to(device=device, dtype=torch.float32 if trained else dtype, copy=trained)
     pipe.unet.to(device=device)  # the buffers
 
 
@@ -188,7 +187,6 @@ class TuneResult:
     trainable: list[str]
 
 
-_CHECKPOINT_NAME = re.compile(r"step-(\d+)\.pt")
 # A resumed run keeps these settings: they decide what is learnt. Steps, the learning rate, the checkpoint and
 # validation intervals, memory settings and all sampling settings may change on --resume.
 RESUME_FIXED = {
@@ -196,29 +194,6 @@ RESUME_FIXED = {
     "tune": ("base_model", "seed", "mixed_precision", "trainable_modules", "frame_attention", "frame_norms",
              "adam_beta1", "adam_beta2", "adam_weight_decay", "adam_epsilon", "max_grad_norm"),
 }
-
-
-def checkpoints(run_dir: Path) -> list[Path]:
-    """The run's ``checkpoints/step-N.pt``, oldest first; other names there are not ours and are left alone."""
-    found = [p for p in (run_dir / "checkpoints").glob("step-*.pt") if _CHECKPOINT_NAME.fullmatch(p.name)]
-    return sorted(found, key=lambda p: int(_CHECKPOINT_NAME.fullmatch(p.name).group(1)))
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = checkpoints(run_dir)
-    return found[-1] if found else None
-
-
-def load_checkpoint(path: Path) -> dict:
-    """A checkpoint's training state (on the CPU), checked to hold what :func:`_save_checkpoint` writes."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, or not a checkpoint: torch raises several types
-        reason = (str(error).splitlines() or [type(error).__name__])[0][:120]
-        raise RunError(f"checkpoint {path} is damaged ({reason}); delete the run folder and tune again") from None
-    if not isinstance(state, dict) or not {"step", "trainable", "optimizer", "scaler", "generator"} <= set(state):
-        raise RunError(f"{path} is not a tuneavideo checkpoint; delete it, or the run folder, and tune again")
-    return state
 
 
 def _check_new_output(run_dir: Path) -> None:
@@ -277,7 +252,8 @@ def tune(
     on_step: Callable[[int, float, float], None] | None = None,
 ) -> TuneResult:
     """Tune ``base`` (a loaded base model, or where to load one from) on ``config.video`` and write
-    the run folder (see the module docstring).
+    the run folder (see :mod:`tuneavideo.runfolder`). A loaded ``base`` is left unchanged: its weights,
+    dtypes, devices and flags are as they were, so it can serve further runs and edits.
 
     Every trainable tensor gets a gradient with gradient checkpointing on or off: our checkpointing
     (:func:`apply_profile`) is non-reentrant, unlike the reference's, whose down blocks never train.
@@ -348,7 +324,7 @@ def _tune(base, config, run_dir, frames, state, stop_after, device, progress, lo
     if state is not None:
         named = dict(unet.named_parameters())
         if set(state["trainable"]) != set(trainable):
-            raise RunError(f"the checkpoint in {run_dir / 'checkpoints'} does not hold this run's trained tensors; "
+            raise RunError(f"the checkpoint in {run_dir / CHECKPOINTS} does not hold this run's trained tensors; "
                            "delete the run folder and tune again")
         with torch.no_grad():
             for name, tensor in state["trainable"].items():
@@ -365,7 +341,7 @@ def _tune(base, config, run_dir, frames, state, stop_after, device, progress, lo
     autocast = _autocast(device, dtype)
     losses: list[float] = []
     end = tc.steps if stop_after is None else min(tc.steps, start + stop_after)
-    bar = _progress(range(start, end), progress, desc="tuning", initial=start, total=tc.steps)
+    bar = progress_bar(range(start, end), progress, desc="tuning", initial=start, total=tc.steps)
     with open(run_dir / LOG, "a") as log_file:
         for step in bar:
             began = time.perf_counter()
@@ -386,7 +362,7 @@ def _tune(base, config, run_dir, frames, state, stop_after, device, progress, lo
                 _save_checkpoint(run_dir, done, unet, trainable, optimizer, scaler, generator)
             if tc.validation_every and done % tc.validation_every == 0 and config.sample.prompts:
                 with _autocast(device, dtype):
-                    _validate(pipe, config, mean, context, run_dir / "samples" / f"step-{done}", dtype)
+                    _validate(pipe, config, mean, context, run_dir / SAMPLES / f"step-{done}", dtype)
     if end < tc.steps:
         return TuneResult(run_dir, losses, trainable)
 
@@ -396,7 +372,7 @@ def _tune(base, config, run_dir, frames, state, stop_after, device, progress, lo
         num_frames=vc.num_frames, width=vc.width, height=vc.height, trainable_modules=list(tc.trainable_modules),
     )
     with _autocast(device, dtype):  # frozen weights in dtype, tuned ones in float32
-        invert_run(pipe, config, mean, run_dir, dtype, progress=progress)
+        invert_run(pipe, config, mean, run_dir, dtype, base, progress=progress)
     for stale in checkpoints(run_dir):
         stale.unlink()
     return TuneResult(run_dir, losses, trainable)
@@ -406,7 +382,7 @@ def _diverged(run_dir: Path, step: int, loss: float, learning_rate: float):
     """Stop a run whose loss or trained weights are no longer finite; its last good checkpoint is kept."""
     what = f"the loss is {loss}" if not math.isfinite(loss) else "the trained weights are no longer finite"
     checkpoint = latest_checkpoint(run_dir)
-    kept = (f"its checkpoint of step {int(_CHECKPOINT_NAME.fullmatch(checkpoint.name).group(1))} is kept: resume it with "
+    kept = (f"its checkpoint of step {checkpoint_step(checkpoint)} is kept: resume it with "
             f"--resume --output {run_dir} --learning-rate LOWER") if checkpoint else "nothing was kept: tune again"
     raise RunError(f"tuning diverged at step {step} ({what}); the learning rate {learning_rate:g} is too high, {kept}")
 
@@ -420,16 +396,7 @@ def _truncate_log(path: Path, steps: int) -> None:
         with contextlib.suppress(ValueError, TypeError, KeyError):
             if json.loads(line)["step"] <= steps:
                 kept.append(line)
-    _atomic_text(path, "".join(line + "\n" for line in kept))
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_text(path, "".join(line + "\n" for line in kept))
 
 
 def _autocast(device: torch.device, dtype: torch.dtype):
@@ -460,44 +427,47 @@ def _train_step(unet, noise_scheduler, mean, std, context, generator, autocast, 
 
 
 def _save_checkpoint(run_dir, step, unet, trainable, optimizer, scaler, generator) -> None:
-    folder = run_dir / "checkpoints"
-    folder.mkdir(exist_ok=True)
     named = dict(unet.named_parameters())
-    state = {
+    save_checkpoint(run_dir, step, {
         "step": step,
         "trainable": {name: named[name].detach().cpu() for name in trainable},
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
         "generator": generator.get_state(),
-    }
-    path = folder / f"step-{step}.pt"
-    tmp = path.with_suffix(".tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no partial file behind
-    for old in checkpoints(run_dir):
-        if old != path:
-            old.unlink()
+    })
 
 
-def invert_run(pipe: TuneAVideoPipeline, config: RunConfig, mean: torch.Tensor, run_dir: Path, dtype: torch.dtype, progress: bool = True) -> torch.Tensor:
-    """DDIM-invert the source latents with the empty prompt and save them in the run folder.
+def invert_run(pipe: TuneAVideoPipeline, config: RunConfig, mean: torch.Tensor, run_dir: Path, dtype: torch.dtype,
+               base: BaseModel, progress: bool = True) -> torch.Tensor:
+    """DDIM-invert the source latents with the empty prompt and save both in the run folder, with ``base``'s key.
 
     Inverts the posterior mean (the reference inverts one posterior sample; the difference is at
-    the VAE's noise level, and the mean makes the result deterministic).
+    the VAE's noise level, and the mean makes the result deterministic). The mean is kept so that
+    an edit that inverts again (other steps) starts from these latents, not from the lossy source.mp4.
     """
     steps = config.sample.num_inversion_steps
-    bar = _progress(None, progress, desc="inverting", total=steps)
+    bar = progress_bar(None, progress, desc="inverting", total=steps)
     empty = pipe.encode_prompt([""]).to(dtype)
     latents = ddim_invert(pipe.unet, pipe.scheduler, mean, empty, steps, callback=lambda i, n: bar.update(1) if bar else None)
     if bar:
         bar.close()
     if not latents.isfinite().all():
         raise RunError(f"the DDIM inversion of {run_dir / SOURCE} is not finite; edit with --no-inversion, or tune with --mixed-precision no")
-    atomic_save({"latents": latents}, run_dir / INVERSION, {"num_inversion_steps": str(steps), "prompt": ""})
+    write_inversion(run_dir, latents, steps=steps, base_key=base_key(base), base_model=config.tune.base_model or base.source,
+                    source_latents=mean, vae_key=vae_key(base))
     return latents
+
+
+def base_key(base: BaseModel) -> str:
+    """The identity of a base model (its weights and noise schedule): the key of a run's inversion cache."""
+    schedule = {k: v for k, v in base.scheduler_config.items() if not k.startswith("_")}
+    reference = str(base.reference_unet_dir) if base.unet is None else None
+    return fingerprint((base.vae, base.text_encoder, base.unet), extra={"scheduler": schedule, "reference_unet": reference})
+
+
+def vae_key(base: BaseModel) -> str:
+    """The identity of a base's VAE: source latents it encoded serve every base with the same VAE."""
+    return fingerprint((base.vae,))
 
 
 @torch.no_grad()
@@ -516,13 +486,8 @@ def _validate(pipe, config, mean, context, folder: Path, dtype) -> None:
     pipe.unet.train(was_training)
 
 
-def slug(text: str, limit: int = 48) -> str:
-    """A file-name-safe short form of a prompt."""
-    kept = "".join(c if c.isalnum() else "-" for c in text.lower())
-    return "-".join(part for part in kept.split("-") if part)[:limit] or "prompt"
-
-
-def _progress(iterable, enabled: bool, **kwargs):
+def progress_bar(iterable, enabled: bool, **kwargs):
+    """A tqdm bar over ``iterable`` (or one updated by hand when it is ``None``); without ``enabled``, no bar."""
     if not enabled:
         return iterable if iterable is not None else None
     from tqdm.auto import tqdm
