@@ -157,3 +157,18 @@ def test_edit_with_other_inversion_steps_inverts_again(tuned_run, tmp_path):
     sample.num_inference_steps, sample.num_inversion_steps = 2, 2
     tuned.sample("a cat", sample, progress=False)
     assert tuned.inversion_steps == 2 and not torch.equal(tuned.inverted, stored)
+
+
+def test_edit_without_a_prompt_uses_the_prompts_the_run_holds(tiny_sd, skiing, tmp_path, capsys):
+    """A run tuned with validation prompts (a reference config's) is edited with them when no --prompt is given,
+    with a note saying so; a run without prompts still asks for --prompt."""
+    run = tmp_path / "run"
+    assert main(["tune", "--base-model", str(tiny_sd), "--video", str(skiing), "--prompt", "a man is skiing",
+                 "--output", str(run), "--validation-prompt", "a cat is skiing", "--validation-prompt", "a dog is skiing",
+                 *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["edit", str(run), "--steps", "1", "--output", str(tmp_path / "edits")]) == 0
+    err = capsys.readouterr().err
+    assert "no edit prompt given (--prompt); editing with the 2 prompts the run holds" in err, err
+    assert "'a cat is skiing'; 'a dog is skiing'" in err
+    assert sorted(p.name for p in (tmp_path / "edits").glob("*.gif")) == ["a-cat-is-skiing.gif", "a-dog-is-skiing.gif"]

@@ -135,16 +135,24 @@ def _tune(args: argparse.Namespace) -> int:
 def _edit(args: argparse.Namespace) -> int:
     from .editing import edit, load_run
 
-    if not args.prompts:
+    if not args.prompts and not _run_prompts(args.run_dir):
         raise ConfigError("no edit prompt given; pass --prompt 'your edit' (repeatable)")
     tuned = load_run(
         args.run_dir, base_model=args.base_model, device=args.device, mixed_precision=args.mixed_precision,
         video=args.video, inv_latents=args.inv_latents, num_frames=args.num_frames, width=args.width, height=args.height,
     )
     sample = replace(tuned.config.sample, **_overrides(args, SAMPLE_FIELDS))
-    result = edit(tuned, args.prompts, sample, args.output, fps=args.fps)
+    result = edit(tuned, args.prompts or None, sample, args.output, fps=args.fps)
     print(f"wrote {len(result.files)} files to {result.files[0].parent}")
     return 0
+
+
+def _run_prompts(run_dir: str) -> list[str]:
+    """The prompts a run folder holds (a reference config's validation prompts), read before any model loads."""
+    from .runfolder import CONFIG
+
+    path = Path(run_dir) / CONFIG
+    return RunConfig.load(path).sample.prompts if path.is_file() else []
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -222,15 +222,20 @@ class EditResult:
 
 def edit(
     tuned: TunedModel,
-    prompts: list[str],
+    prompts: list[str] | None = None,
     sample: SampleConfig | None = None,
     output_dir: str | Path | None = None,
     fps: float = 8,
     progress: bool = True,
 ) -> EditResult:
     """Write, for each prompt, an MP4 (H.264), a GIF and a JSON of its parameters, then one
-    side-by-side MP4 (source | edits). Returns the videos and the written paths."""
-    prompts = [p for p in prompts if p is not None]
+    side-by-side MP4 (source | edits). Returns the videos and the written paths. Without ``prompts``, the
+    prompts the run holds (``sample.prompts``: a reference config's validation prompts), with a note."""
+    if not prompts and tuned.config.sample.prompts:
+        prompts = list(tuned.config.sample.prompts)
+        _note(f"note: no edit prompt given (--prompt); editing with the {len(prompts)} prompts the run holds "
+              f"(sample.prompts of {tuned.run_dir / CONFIG}): " + "; ".join(f"'{p}'" for p in prompts))
+    prompts = [p for p in prompts or [] if p is not None]
     if not prompts or any(not p.strip() for p in prompts):
         raise RunError("no edit prompt given (or an empty one); pass --prompt 'your edit' at least once")
     sample = sample or tuned.config.sample
