@@ -172,3 +172,31 @@ def test_edit_without_a_prompt_uses_the_prompts_the_run_holds(tiny_sd, skiing, t
     assert "no edit prompt given (--prompt); editing with the 2 prompts the run holds" in err, err
     assert "'a cat is skiing'; 'a dog is skiing'" in err
     assert sorted(p.name for p in (tmp_path / "edits").glob("*.gif")) == ["a-cat-is-skiing.gif", "a-dog-is-skiing.gif"]
+
+
+def test_reference_config_settings_are_honoured_or_named(tmp_path):
+    """The reference's seed reaches sampling, scale_lr scales the learning rate, the validation negative prompt
+    and eta are kept, frames are squashed as the reference reads them; what has no counterpart is named in one
+    note, and a config with nothing to drop gives none."""
+    path = tmp_path / "reference.yaml"
+    path.write_text(
+        'pretrained_model_path: "./sd"\noutput_dir: "./out"\n'
+        'train_data:\n  video_path: "v.mp4"\n  prompt: "a man is skiing"\n  n_sample_frames: 8\n  width: 256\n  height: 256\n'
+        'validation_data:\n  prompts: ["a cat"]\n  video_length: 16\n  width: 256\n  height: 256\n'
+        '  negative_prompt: "blurry"\n  eta: 0.5\n'
+        'learning_rate: 3e-5\nscale_lr: true\ngradient_accumulation_steps: 2\nlr_scheduler: "cosine"\n'
+        'lr_warmup_steps: 10\nseed: 7\nenable_xformers_memory_efficient_attention: true\nmy_own_key: 1\n'
+    )
+    notes = []
+    config = RunConfig.load(path, log=notes.append)
+    assert (config.tune.seed, config.sample.seed) == (7, 7)
+    assert config.tune.learning_rate == pytest.approx(6e-5)
+    assert (config.sample.negative_prompt, config.sample.eta, config.video.resize) == ("blurry", 0.5, "squash")
+    assert len(notes) == 1 and "\n" not in notes[0], notes
+    for name in ("lr_scheduler: 'cosine'", "lr_warmup_steps: 10", "gradient_accumulation_steps: 2",
+                 "validation_data.video_length: 16", "my_own_key"):
+        assert name in notes[0], notes[0]
+    assert "xformers" not in notes[0] and "validation_data.width" not in notes[0]
+    notes.clear()
+    RunConfig.load(need_shared(CONFIGS / "man-skiing.yaml"), log=notes.append)
+    assert not notes

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,8 +120,9 @@ class RunConfig:
         return config
 
     @classmethod
-    def load(cls, path: str | Path) -> RunConfig:
-        """Load our YAML, or a reference implementation config (``train_data:`` ...) unchanged."""
+    def load(cls, path: str | Path, log: Callable[[str], None] | None = None) -> RunConfig:
+        """Load our YAML, or a reference implementation config (``train_data:`` ...) unchanged; ``log`` takes the
+        note on a reference config's settings that have no counterpart here (default: stderr)."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; check the path")
@@ -130,7 +133,7 @@ class RunConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{path} does not hold a mapping of settings; is it a config file?")
         if "train_data" in data or "pretrained_model_path" in data:
-            return from_reference_config(data, str(path))
+            return from_reference_config(data, str(path), log)
         return cls.from_dict(data, str(path))
 
     def validate(self, source: str = "config") -> None:
@@ -219,12 +222,27 @@ def _float_text(text: str) -> float | None:
         return None
 
 
-def from_reference_config(data: dict[str, Any], source: str) -> RunConfig:
+# The reference's own settings this reader takes as they are, or maps below; any other key is named in a note.
+_REFERENCE_KEYS = frozenset({
+    "pretrained_model_path", "output_dir", "train_data", "validation_data", "validation_steps", "trainable_modules",
+    "train_batch_size", "max_train_steps", "learning_rate", "scale_lr", "lr_scheduler", "lr_warmup_steps", "adam_beta1",
+    "adam_beta2", "adam_weight_decay", "adam_epsilon", "max_grad_norm", "gradient_accumulation_steps",
+    "gradient_checkpointing", "checkpointing_steps", "resume_from_checkpoint", "mixed_precision", "use_8bit_adam",
+    "enable_xformers_memory_efficient_attention", "seed",
+})
+
+
+def from_reference_config(data: dict[str, Any], source: str, log: Callable[[str], None] | None = None) -> RunConfig:
     """Map a config file of the reference implementation (``configs/man-skiing.yaml``) to ours.
 
-    ``enable_xformers_memory_efficient_attention`` is ignored (attention always runs through
-    PyTorch's SDPA); ``train_batch_size`` must be 1 and ``use_8bit_adam`` false, as the
-    reference's own examples have them.
+    Mapped as the reference uses them: ``seed`` seeds tuning and the validation samples; ``scale_lr``
+    multiplies the learning rate by ``gradient_accumulation_steps`` (times the batch of 1, on one process);
+    the validation ``negative_prompt`` and ``eta``; frames are squashed to the size (``resize: squash``), as the
+    reference's video reader does. ``enable_xformers_memory_efficient_attention`` has no effect (attention runs
+    through PyTorch's SDPA); ``train_batch_size`` must be 1 and ``use_8bit_adam`` false, as the reference's own
+    examples have them. What has no counterpart here (a learning-rate schedule other than constant, warmup,
+    gradient accumulation, validation videos of another length or size than tuned, ``resume_from_checkpoint``,
+    unknown keys) is ignored with one note, through ``log`` (default: stderr), naming each.
     """
     train = data.get("train_data") or {}
     val = data.get("validation_data") or {}
@@ -244,6 +262,11 @@ def from_reference_config(data: dict[str, Any], source: str) -> RunConfig:
         return default if value is None else value
 
     modules = get(data, "trainable_modules", DEFAULT_TRAINABLE)
+    accumulation = get(data, "gradient_accumulation_steps", 1)
+    learning_rate = get(data, "learning_rate", 3e-5)
+    if get(data, "scale_lr", False) and isinstance(learning_rate, float) and isinstance(accumulation, int):
+        learning_rate *= accumulation  # the reference: lr * gradient_accumulation_steps * train_batch_size * processes
+    seed = get(data, "seed", 33)
     config = RunConfig(
         video=VideoConfig(
             path=get(train, "video_path", ""),
@@ -253,17 +276,18 @@ def from_reference_config(data: dict[str, Any], source: str) -> RunConfig:
             height=get(train, "height", 512),
             start=get(train, "sample_start_idx", 0),
             stride=get(train, "sample_frame_rate", 1),
+            resize="squash",
         ),
         tune=TuneConfig(
             base_model=get(data, "pretrained_model_path", ""),
             steps=get(data, "max_train_steps", 500),
-            learning_rate=get(data, "learning_rate", 3e-5),
+            learning_rate=learning_rate,
             adam_beta1=get(data, "adam_beta1", 0.9),
             adam_beta2=get(data, "adam_beta2", 0.999),
             adam_weight_decay=get(data, "adam_weight_decay", 1e-2),
             adam_epsilon=get(data, "adam_epsilon", 1e-8),
             max_grad_norm=get(data, "max_grad_norm", 1.0),
-            seed=get(data, "seed", 33),
+            seed=seed,
             mixed_precision="no" if mixed in (None, "no") else mixed,
             gradient_checkpointing=get(data, "gradient_checkpointing", True),
             trainable_modules=tuple(modules) if isinstance(modules, list) else modules,
@@ -273,10 +297,33 @@ def from_reference_config(data: dict[str, Any], source: str) -> RunConfig:
         sample=SampleConfig(
             num_inference_steps=get(val, "num_inference_steps", 50),
             guidance_scale=get(val, "guidance_scale", 12.5),
+            negative_prompt=get(val, "negative_prompt", ""),
+            eta=get(val, "eta", 0.0),
+            seed=seed,
             use_inversion=get(val, "use_inv_latent", True),
             num_inversion_steps=get(val, "num_inv_steps", 50),
             prompts=get(val, "prompts", []),
         ),
     )
     config.validate(source)
+
+    vc = config.video
+    ignored = [f"{key}: {data[key]!r}" for key in data if key not in _REFERENCE_KEYS]
+    if get(data, "lr_scheduler", "constant") not in ("constant", "constant_with_warmup"):
+        ignored.append(f"lr_scheduler: {data['lr_scheduler']!r} (the learning rate stays constant)")
+    if get(data, "lr_warmup_steps", 0):
+        ignored.append(f"lr_warmup_steps: {data['lr_warmup_steps']!r}")
+    if accumulation != 1:
+        ignored.append(f"gradient_accumulation_steps: {accumulation!r} (one video per step)")
+    for key, tuned in (("video_length", vc.num_frames), ("width", vc.width), ("height", vc.height)):
+        if val.get(key) is not None and val[key] != tuned:
+            ignored.append(f"validation_data.{key}: {val[key]!r} (videos are sampled at the tuned {tuned})")
+    if data.get("resume_from_checkpoint"):
+        ignored.append("resume_from_checkpoint (use --resume)")
+    if ignored:
+        (log or _stderr)(f"note: {source}: ignored, no counterpart here: " + "; ".join(ignored))
     return config
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
