@@ -92,8 +92,8 @@ def test_tune_from_a_reference_config_with_overrides(tiny_sd, skiing, tmp_path):
     assert config.sample.prompts[0] == "mickey mouse is skiing on the snow"
 
 
-def test_edit_a_reference_pipeline_folder(tiny_sd, tmp_path):
-    folder = tmp_path / "reference-output"
+def reference_folder(tiny_sd, folder):
+    """A pipeline folder as the reference saves it (its inflated unet/ with 3-D block names), with inverted latents."""
     shutil.copytree(tiny_sd, folder)
     image = tiny_unet()
     video = TuneAVideoUNet.from_unet2d(image)
@@ -103,6 +103,11 @@ def test_edit_a_reference_pipeline_folder(tiny_sd, tmp_path):
     torch.save(video.state_dict(), folder / "unet" / "diffusion_pytorch_model.bin")
     (folder / "inv_latents").mkdir()
     torch.save(torch.randn(1, 4, 3, 4, 4), folder / "inv_latents" / "ddim_latent-500.pt")
+    return folder
+
+
+def test_edit_a_reference_pipeline_folder(tiny_sd, tmp_path):
+    folder = reference_folder(tiny_sd, tmp_path / "reference-output")
     code = main(["edit", str(folder), "--inv-latents", str(folder / "inv_latents" / "ddim_latent-500.pt"),
                  "--prompt", "a man is skiing", "--steps", "2"])
     assert code == 0
@@ -169,7 +174,7 @@ def test_edit_without_a_prompt_uses_the_prompts_the_run_holds(tiny_sd, skiing, t
     capsys.readouterr()
     assert main(["edit", str(run), "--steps", "1", "--output", str(tmp_path / "edits")]) == 0
     err = capsys.readouterr().err
-    assert "no edit prompt given (--prompt); editing with the 2 prompts the run holds" in err, err
+    assert "no edit prompt given (--prompt); editing with the 2 prompts of the run's config" in err, err
     assert "'a cat is skiing'; 'a dog is skiing'" in err
     assert sorted(p.name for p in (tmp_path / "edits").glob("*.gif")) == ["a-cat-is-skiing.gif", "a-dog-is-skiing.gif"]
 
@@ -200,3 +205,26 @@ def test_reference_config_settings_are_honoured_or_named(tmp_path):
     notes.clear()
     RunConfig.load(need_shared(CONFIGS / "man-skiing.yaml"), log=notes.append)
     assert not notes
+
+
+def test_edit_a_reference_folder_reads_the_frames_it_was_tuned_on(tiny_sd, skiing, tuned_run, tmp_path, capsys):
+    """With --video, a reference folder's source is read as the reference read it: from --start, every --stride-th
+    frame, squashed (its reader's resize), or as its config (--config) says; a run folder refuses other values."""
+    from tuneavideo.editing import load_run
+
+    folder = reference_folder(tiny_sd, tmp_path / "reference-output")
+    expected = read_video(skiing, num_frames=3, start=2, stride=3, width=32, height=32, resize="squash")
+    tuned = load_run(folder, video=str(skiing), num_frames=3, width=32, height=32, start=2, stride=3)
+    assert torch.equal(tuned.source, expected)
+    config = tmp_path / "reference.yaml"
+    config.write_text('pretrained_model_path: "./sd"\ntrain_data:\n  video_path: "data/man-skiing.mp4"\n  prompt: "a man is skiing"\n'
+                      '  n_sample_frames: 3\n  width: 32\n  height: 32\n  sample_start_idx: 2\n  sample_frame_rate: 3\n'
+                      'validation_data:\n  prompts: ["a cat is skiing"]\n  num_inference_steps: 1\n  num_inv_steps: 1\n')
+    tuned = load_run(folder, video=str(skiing), config=RunConfig.load(config))
+    assert torch.equal(tuned.source, expected) and tuned.config.sample.prompts == ["a cat is skiing"]
+    capsys.readouterr()
+    assert main(["edit", str(folder), "--video", str(skiing), "--config", str(config), "--output", str(tmp_path / "edits")]) == 0
+    assert "editing with the 1 prompt of the run's config" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "edits").glob("*.gif")] == ["a-cat-is-skiing.gif"]
+    fails(capsys, ["edit", str(tuned_run), "--stride", "3", "--prompt", "a cat"], "--stride 3", "drop --stride")
+    fails(capsys, ["edit", str(tuned_run), "--config", str(config), "--prompt", "a cat"], "--config", "run folder")

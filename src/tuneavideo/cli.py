@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--num-frames", type=int, help="frames (reference folders without --inv-latents)")
     edit.add_argument("--width", type=int, help="width (reference folders without --inv-latents)")
     edit.add_argument("--height", type=int, help="height (reference folders without --inv-latents)")
+    edit.add_argument("--start", type=int, help="first frame of --video (reference folders; default 0)")
+    edit.add_argument("--stride", type=int, help="take every N-th frame of --video (reference folders; default 1)")
+    edit.add_argument("--resize", choices=RESIZE_MODES, help="fit --video to the size (reference folders; default squash, as the reference)")
+    edit.add_argument("--config", help="the reference config a reference folder was tuned with: its frames, size, sampling settings "
+                                       "and prompts (flags override it)")
     edit.add_argument("--fps", type=float, default=8, help="frame rate of the written videos (default 8)")
     edit.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="auto", help="weights' dtype (auto: fp16/bf16 on GPU)")
     edit.add_argument("--device", help="cuda, cpu (default: cuda when available)")
@@ -135,11 +140,13 @@ def _tune(args: argparse.Namespace) -> int:
 def _edit(args: argparse.Namespace) -> int:
     from .editing import edit, load_run
 
-    if not args.prompts and not _run_prompts(args.run_dir):
+    reference = RunConfig.load(args.config) if args.config else None
+    if not args.prompts and not (reference.sample.prompts if reference else _run_prompts(args.run_dir)):
         raise ConfigError("no edit prompt given; pass --prompt 'your edit' (repeatable)")
     tuned = load_run(
         args.run_dir, base_model=args.base_model, device=args.device, mixed_precision=args.mixed_precision,
         video=args.video, inv_latents=args.inv_latents, num_frames=args.num_frames, width=args.width, height=args.height,
+        start=args.start, stride=args.stride, resize=args.resize, config=reference,
     )
     sample = replace(tuned.config.sample, **_overrides(args, SAMPLE_FIELDS))
     result = edit(tuned, args.prompts or None, sample, args.output, fps=args.fps)

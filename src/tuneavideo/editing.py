@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 import sys
 from dataclasses import asdict, dataclass, replace
@@ -106,12 +107,19 @@ def load_run(
     num_frames: int | None = None,
     width: int | None = None,
     height: int | None = None,
+    start: int | None = None,
+    stride: int | None = None,
+    resize: str | None = None,
+    config: RunConfig | None = None,
 ) -> TunedModel:
     """Load a run folder written by ``tuneavideo tune``, or a pipeline folder saved by the reference.
 
     ``base_model`` swaps the base the adapter is applied to (e.g. a DreamBooth model of the same
     Stable Diffusion version). For a reference folder, give the frame count and size, or
-    ``inv_latents`` (its ``inv_latents/ddim_latent-*.pt``) from which they are read.
+    ``inv_latents`` (its ``inv_latents/ddim_latent-*.pt``) from which they are read, and with ``video``
+    the frames it was tuned on: ``start``, ``stride`` and ``resize`` (default squash, as the reference reads
+    videos), or ``config``, the reference config it was tuned with (``RunConfig.load`` of its YAML), which
+    also gives the sampling settings and prompts. A run folder has its own config and source.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -121,9 +129,16 @@ def load_run(
     inverted = _read_latents(inv_latents) if inv_latents else None
     inversion_steps = key = source_latents = label = None
     asked = {"--num-frames": num_frames, "--width": width, "--height": height}
+    clip = {"start": start, "stride": stride, "resize": resize}
 
     if (run_dir / CONFIG).is_file():
+        if config is not None:
+            raise RunError(f"--config: {run_dir} is a run folder with its own {CONFIG}; drop --config (it is for reference folders)")
         config = RunConfig.load(run_dir / CONFIG)
+        for name, value in clip.items():
+            if value is not None and value != getattr(config.video, name):
+                raise RunError(f"--{name} {value}: {run_dir} has its own source, tuned with --{name} {getattr(config.video, name)}; "
+                               f"drop --{name} (it is for reference folders with --video)")
         if not (run_dir / ADAPTER).is_file():
             advice = (f"resume it with 'tuneavideo tune --output {run_dir} --resume'" if latest_checkpoint(run_dir)
                       else "it has no checkpoint to resume from: tune again into a new folder")
@@ -150,9 +165,18 @@ def load_run(
     elif (run_dir / "model_index.json").is_file():
         base = load_base(run_dir, dtype=torch.float32)
         unet = build_video_unet(base)
-        config = RunConfig()
+        if config is None:
+            config = RunConfig()
+            config.video.resize = "squash"  # how the reference reads its training video
+            if video is not None and start is None and stride is None:
+                _note("note: reading --video from its first frame, every frame; if the reference tuned on other frames "
+                      "(its configs use sample_start_idx and sample_frame_rate, e.g. 2), give --start/--stride or --config")
+        config = copy.deepcopy(config)
         config.tune.base_model = str(run_dir)
         vc = config.video
+        for name, value in clip.items():
+            if value is not None:
+                setattr(vc, name, value)
         if inverted is not None:
             scale = _pixels_per_latent(base)
             vc.num_frames, vc.height, vc.width = inverted.shape[2], inverted.shape[3] * scale, inverted.shape[4] * scale
@@ -168,9 +192,9 @@ def load_run(
     if inverted is not None and tuple(inverted.shape[2:]) != (vc.num_frames, vc.height // scale, vc.width // scale):
         raise RunError(f"the inverted latents have shape {tuple(inverted.shape)}, but {run_dir} edits {vc.num_frames} frames "
                        f"at {vc.width}x{vc.height} (latents of {vc.height // scale}x{vc.width // scale}); give the latents of this run")
+    config.validate()
     if video is not None:
         source = read_video(video, num_frames=vc.num_frames, start=vc.start, stride=vc.stride, width=vc.width, height=vc.height, resize=vc.resize)
-    config.validate()
 
     pipe = build_pipeline(base, unet, log=_note)
     for module in (pipe.vae, pipe.text_encoder, pipe.unet):
@@ -233,8 +257,8 @@ def edit(
     prompts the run holds (``sample.prompts``: a reference config's validation prompts), with a note."""
     if not prompts and tuned.config.sample.prompts:
         prompts = list(tuned.config.sample.prompts)
-        _note(f"note: no edit prompt given (--prompt); editing with the {len(prompts)} prompts the run holds "
-              f"(sample.prompts of {tuned.run_dir / CONFIG}): " + "; ".join(f"'{p}'" for p in prompts))
+        _note(f"note: no edit prompt given (--prompt); editing with the {len(prompts)} prompt{'s' if len(prompts) != 1 else ''} of the run's config "
+              "(sample.prompts): " + "; ".join(f"'{p}'" for p in prompts))
     prompts = [p for p in prompts or [] if p is not None]
     if not prompts or any(not p.strip() for p in prompts):
         raise RunError("no edit prompt given (or an empty one); pass --prompt 'your edit' at least once")
