@@ -70,3 +70,22 @@ def test_invert_then_sample_reconstructs():
 
     assert relative_error(sample(noise)) < 0.03
     assert relative_error(sample(torch.randn_like(noise))) > 0.5  # random noise does not find the video
+
+
+def test_guidance_applies_only_above_one():
+    """As the reference: a guidance scale of 1 or less samples the prompt alone (no unconditional branch)."""
+    from tiny import tiny_text_encoder, tiny_tokenizer, tiny_vae
+
+    unet = TuneAVideoUNet.from_unet2d(tiny_unet())
+    scheduler = DDIMScheduler(**{k: v for k, v in SD_SCHEDULER.items() if k != "skip_prk_steps"})
+    pipe = TuneAVideoPipeline(tiny_vae(), tiny_text_encoder(), tiny_tokenizer(), unet, scheduler)
+    noise = torch.randn(1, 4, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def sample(scale):
+        return pipe("a man is skiing", num_frames=2, height=64, width=64, num_inference_steps=3, guidance_scale=scale,
+                    negative_prompt="a cat", latents=noise, output_type="latent")
+
+    alone = sample(1.0)
+    for scale in (0.0, 0.5, -2.0):
+        torch.testing.assert_close(sample(scale), alone, rtol=0, atol=0)
+    assert not torch.allclose(sample(3.0), alone, atol=1e-4)

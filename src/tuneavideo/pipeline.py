@@ -102,7 +102,7 @@ class TuneAVideoPipeline(DiffusionPipeline):
         Args:
             latents: initial noise ``(1 or b, c, f, h/8, w/8)``, e.g. from :func:`~tuneavideo.inversion.ddim_invert`;
                 random from ``generator`` when ``None``.
-            guidance_scale: classifier-free guidance; 1 disables it (one UNet call per step).
+            guidance_scale: classifier-free guidance for a scale above 1; 1 or less disables it (one UNet call per step).
             negative_prompt: the unconditional prompt ("" by default, as in the reference).
             output_type: ``"video"`` for ``(b, f, 3, height, width)`` frames in [0, 1], ``"latent"`` for latents.
         """
@@ -119,7 +119,10 @@ class TuneAVideoPipeline(DiffusionPipeline):
             raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape}; invert a video of that size")
         latents = latents.to(device=device, dtype=torch.float32).expand(batch, -1, -1, -1, -1) * self.scheduler.init_noise_sigma
 
-        guided = guidance_scale != 1.0
+        # Classifier-free guidance only for a scale above 1, as the reference (and diffusers' Stable Diffusion
+        # pipelines) decide it: a scale of 1 or less samples the prompt alone, one UNet call per step. (A scale
+        # below 1 would otherwise pull toward the unconditional prompt, which neither offers.)
+        guided = guidance_scale > 1.0
         context = self.encode_prompt(([negative_prompt] * batch if guided else []) + prompts).to(dtype)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
