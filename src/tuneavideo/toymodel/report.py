@@ -91,6 +91,8 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
         f"* Total time: {training['total_seconds'] / 60:.1f} min on the CPU "
         f"(VAE {training['vae']['seconds'] / 60:.1f} min, latent cache {training['latent_cache_seconds'] / 60:.1f} min, "
         f"UNet{' + text encoder' if trains_text else ''} {training['unet_seconds'] / 60:.1f} min).",
+        (f"* VAE: taken unchanged from `{config['vae_from']}` (`vae_from`, no VAE steps); its own recipe is in that "
+         "model's TRAINING.md.") if config.get("vae_from") and not config["vae_steps"] else
         f"* VAE: {config['vae_steps']} steps x {config['vae_batch']} freshly rendered scenes, AdamW lr {config['vae_lr']}, "
         f"MSE + 0.1 L1 (object pixels x{1 + config['object_weight']:g}) + {config['kl_weight']:g} KL per latent element, "
         f"posterior log-variance initialised at {config['vae_logvar_init']:g}; "
