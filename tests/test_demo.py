@@ -35,3 +35,12 @@ def test_demo_clips_avoid_the_held_out_combinations():
 
     for clip in [SOURCE] + [with_attributes(SOURCE, **change) for change in EDITS]:
         assert not is_held_out(clip.colour, clip.shape, clip.background)
+
+
+def test_demo_refuses_zero_steps_before_any_work(tmp_path):
+    from tuneavideo.config import ConfigError
+    from tuneavideo.demo import run_demo
+
+    with pytest.raises(ConfigError, match="at least 1 step"):
+        run_demo(tmp_path / "demo", steps=0, progress=False, log=lambda *_: None)
+    assert not (tmp_path / "demo").exists()

@@ -166,7 +166,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     for flag, value in (("--train-steps", args.train_steps), ("--steps", args.steps)):
-        if value is not None and value < 1:
+        if value is not None and value < 1:  # before any work; run_demo checks the same for API callers
             raise ConfigError(f"{flag} {value}: give at least 1 step, or leave it out for the demo's default")
     folder = run_demo(args.output, train_steps=args.train_steps, steps=args.steps)
     print(f"demo written to {folder}")

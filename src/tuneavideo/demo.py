@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .editing import edit, load_run
 from .loading import load_base
 from .runfolder import EDITS as EDITS_FOLDER
@@ -70,7 +70,10 @@ def run_demo(
     if not (TOY_MODEL / "model_index.json").is_file():
         raise FileNotFoundError(f"the bundled toy model is missing from {TOY_MODEL}; reinstall the package")
     train_steps = settings.train_steps if train_steps is None else train_steps
-    steps = steps or settings.steps
+    steps = settings.steps if steps is None else steps
+    for name, value in (("train_steps", train_steps), ("steps", steps)):
+        if value < 1:
+            raise ConfigError(f"demo {name} {value}: give at least 1 step, or leave it out for the demo's default")
     folder = _fresh_folder(output)
     began = time.perf_counter()
     threads = torch.get_num_threads()
