@@ -9,8 +9,13 @@ checkpoint.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +27,7 @@ from tiny import save_tiny_sd
 
 from tuneavideo.cli import main
 from tuneavideo.config import RunConfig
-from tuneavideo.runfolder import ADAPTER, CONFIG, INVERSION, LOG, SOURCE
+from tuneavideo.runfolder import ADAPTER, CHECKPOINTS, CONFIG, INVERSION, LOG, SOURCE
 from tuneavideo.tuning import tune
 from tuneavideo.video import write_video
 
@@ -292,6 +297,49 @@ def test_resume_takes_more_steps_and_logs_each_step_once(shared, tmp_path, capsy
     assert steps == [1, 2, 3, 4]
     assert (run / ADAPTER).exists() and (run / INVERSION).exists() and (run / SOURCE).exists()
     assert not list((run / "checkpoints").glob("*.pt"))
+
+
+KILLED_STEPS = 60  # long enough that a kill after the first checkpoint lands well before the last step
+
+
+def test_a_killed_tuning_process_resumes_to_the_weights_of_an_uninterrupted_run(shared, tmp_path, capsys):
+    """SIGKILL mid-run (no Python handler runs: no cleanup, a log line past the checkpoint, maybe a half-written
+    checkpoint), then --resume in-process: the same adapter, bit for bit, as a run never stopped."""
+    ctx = Ctx(tmp_path, shared)
+    steps = ("--train-steps", str(KILLED_STEPS), "--checkpoint-every", "1")
+    run = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # as the in-process runs (conftest)
+    with open(tmp_path / "killed.out", "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "tuneavideo.cli", *ctx.tune(*steps, out=run.name)],
+                                   stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 120
+            while not list((run / CHECKPOINTS).glob("step-*.pt")):
+                assert process.poll() is None, f"tune ended before its first checkpoint:\n{(tmp_path / 'killed.out').read_text()}"
+                assert time.monotonic() < deadline, "no checkpoint within 120 s"
+                time.sleep(0.005)
+            os.kill(process.pid, signal.SIGKILL)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (run / ADAPTER).exists(), "the kill came after the run finished: nothing was interrupted"
+    capsys.readouterr()
+
+    assert main(["tune", "--resume", "--output", str(run)]) == 0, capsys.readouterr().err
+    resumed_from = capsys.readouterr().out
+    assert "resuming" in resumed_from and "from step 0" not in resumed_from, resumed_from
+    assert main(ctx.tune(*steps, out="straight")) == 0, capsys.readouterr().err
+
+    killed, straight = load_file(run / ADAPTER), load_file(tmp_path / "straight" / ADAPTER)
+    assert killed.keys() == straight.keys()
+    differ = [name for name in straight if not torch.equal(killed[name], straight[name])]
+    assert not differ, f"{len(differ)} of {len(straight)} tuned tensors differ from the uninterrupted run's: {differ[:3]}"
+    assert not list(run.rglob("*.tmp")), "a temporary file of the killed process survived the resume"
+    assert not list((run / CHECKPOINTS).glob("*.pt"))
+    logged = [json.loads(line)["step"] for line in (run / LOG).read_text().splitlines()]
+    assert logged == list(range(1, KILLED_STEPS + 1)), logged
 
 
 def test_a_long_prompt_is_cut_with_a_warning(shared, tmp_path, caplog):
