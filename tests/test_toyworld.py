@@ -422,3 +422,13 @@ def test_edit_scores_against_hand_computed_values():
     nothing = np.repeat(shifted[5:6], 8, axis=0)
     assert math.isnan(score_edit(source, nothing, {"colour": "blue"}, {"shape": "circle", "colour": "red",
                                                                         "background": "blue sky"}).motion_error_found)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_shape_features_of_a_one_pixel_streak_are_finite(axis):
+    # a generated frame can hold an object region one pixel wide: no spread along one axis (this divided by zero)
+    coverage = np.zeros((12, 12))
+    coverage[(slice(2, 10), 5) if axis == 0 else (5, slice(2, 10))] = 1.0
+    features = detect.shape_features(coverage, coverage > 0.5)
+    assert all(math.isfinite(v) for v in features.values())
+    assert detect.classify_shape(features) in render.SHAPES

@@ -312,7 +312,9 @@ def shape_features(coverage: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     _, _, _, vx, vy, m22, m3 = _moments(coverage)
     _, _, _, bx, by, _, _ = _moments(mask.astype(np.float64))
     blur = float(np.clip((vx + vy - bx - by) / 2, 0.0, 0.5 * min(vx, vy)))
-    ux, uy = vx - blur, vy - blur
+    # a region one pixel wide (a streak in a generated frame) has no spread along one axis: floor it so that it is
+    # classified (as whatever it is nearest to) instead of dividing by zero
+    ux, uy = max(vx - blur, 1e-6), max(vy - blur, 1e-6)
     return {
         "coupling": (m22 - blur * (ux + uy) - blur * blur) / (ux * uy),
         "skew": m3 / uy**1.5,
