@@ -14,9 +14,9 @@ Training, all on the CPU and seeded:
 2. **Latent cache**: a fixed set of rendered training scenes is encoded once (posterior mean and
    std); the latent scaling factor is set so that scaled latents have unit variance.
 3. **UNet** (the text encoder stays frozen at its seeded initialisation, as Stable Diffusion keeps CLIP):
-   v-prediction (Stable Diffusion 2.x's objective; the scheduler config says ``v_prediction``) at uniformly
-   random timesteps of SD's scaled-linear schedule, weighted so that high-noise timesteps, where the object's
-   shape is decided, count as much as the rest, on posterior samples of the cached latents with random caption
+   epsilon prediction (Stable Diffusion 1.x's objective) with min-SNR-5 weights at uniformly random timesteps
+   of SD's scaled-linear schedule, the timestep and pooled caption embedding scaling and shifting every ResNet
+   block's features (FiLM), on posterior samples of the cached latents with random caption
    templates (10% empty captions, for classifier-free guidance with ``""`` as the unconditional prompt);
    AdamW, warm-up then cosine decay; an exponential moving average (EMA) of the UNet is what is saved.
 
@@ -25,10 +25,11 @@ rendered during training; :mod:`tuneavideo.toymodel.evaluate` measures the model
 
 Command line::
 
-    python -m tuneavideo.toymodel.pretrain --output DIR            # the shipped model (about an hour)
+    python -m tuneavideo.toymodel.pretrain --output DIR            # the shipped recipe (about 80 minutes, one core)
     python -m tuneavideo.toymodel.pretrain --output DIR --fast     # a few minutes: a smoke-test model
+    python -m tuneavideo.toymodel.pretrain --output DIR --resume   # continue an interrupted run to the same weights
     python -m tuneavideo.toymodel.pretrain --output DIR --device cuda --unet-steps 40000 \
-        --set unet_time_scale_shift=scale_shift                     # any PretrainConfig field: --set NAME=VALUE
+        --set unet_groups=4                                         # any PretrainConfig field: --set NAME=VALUE
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ class PretrainConfig:
     # architecture
     vae_channels: tuple[int, ...] = (16, 32, 64)  # 3 levels: 64x64 -> 16x16 latents (scale 4)
     vae_groups: int = 8
-    unet_channels: tuple[int, ...] = (32, 64, 128)
+    # 64 channels at the 16x16 level, where the objects' outlines are drawn (32 there learned shapes as well on
+    # held-out prompts but edited worse under the method's pooled GroupNorm statistics)
+    unet_channels: tuple[int, ...] = (64, 64, 128)
     # which UNet levels have transformer blocks (self- and cross-attention), from the full-resolution level
     # down; Stable Diffusion 1.x's layout has them on all but the lowest (the mid block always has one)
     unet_attention: tuple[bool, ...] = (False, True, False)
@@ -103,7 +106,7 @@ class PretrainConfig:
     pooled_text_conditioning: bool = True
     # how the timestep (+ pooled caption) embedding enters each ResNet block: "default" adds a per-channel shift
     # (Stable Diffusion), "scale_shift" also scales the normalised features (FiLM; the improved DDPM / ADM layout)
-    unet_time_scale_shift: str = "default"
+    unet_time_scale_shift: str = "scale_shift"
     unet_groups: int = 16
     text_width: int = 128
     text_layers: int = 3
@@ -125,7 +128,7 @@ class PretrainConfig:
     # latent cache
     num_scenes: int = 12000
     # UNet (and text encoder) training
-    unet_steps: int = 5500
+    unet_steps: int = 8000
     unet_batch: int = 32
     lr: float = 8e-4
     warmup_steps: int = 100
@@ -133,14 +136,15 @@ class PretrainConfig:
     decay_fraction: float = 0.4  # constant learning rate, then cosine decay over this last part of the steps
     weight_decay: float = 0.01
     # what the UNet predicts: "epsilon" (Stable Diffusion 1.x) or "v_prediction" (Stable Diffusion 2.x)
-    prediction_type: str = "v_prediction"
+    prediction_type: str = "epsilon"
     # Loss weighting, as a weight on the squared error of the clean latent x0 that the prediction implies (the
     # epsilon error is SNR times it, the v error SNR + 1 times it): max(min(SNR, min_snr_gamma), x0_weight_floor).
     # Min-SNR alone (Hang et al. 2023; plain epsilon MSE clipped at low noise) weights x0 by SNR, 0.005-0.1 at
     # t = 650-1000, where the object's place and shape are decided. A floor of 1 with v-prediction weights those
-    # timesteps as v-prediction's plain MSE does.
+    # timesteps as v-prediction's plain MSE does; that model's frames drifted apart in feature scale under the
+    # method's pooled GroupNorm statistics (own/pooled std 0.63-1.56), so the shipped recipe is min-SNR epsilon.
     min_snr_gamma: float = 5.0
-    x0_weight_floor: float = 1.0
+    x0_weight_floor: float = 0.0
     # "offset noise": extra per-(sample, channel) constant noise of this std. Stable Diffusion's schedule keeps
     # sqrt(alpha_bar) = 0.068 of the image at t = 999, and the backgrounds' latent means differ by 1-2 per
     # channel, so without it the model reads the background off the noisy latents at every timestep, never
