@@ -550,13 +550,11 @@ def load_checkpoint(output_dir: str | Path) -> dict:
 
 def _save_checkpoint(output_dir: Path, state: dict) -> None:
     """Write the resumable state atomically (a crash while writing leaves the previous one)."""
-    import os
+    from ..runfolder import atomic_write
 
     folder = output_dir / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "state.pt.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, folder / "state.pt")
+    atomic_write(folder / "state.pt", lambda tmp: torch.save(state, tmp))
 
 
 def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float, device: torch.device,
