@@ -285,6 +285,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="benchmarks/toyworld_quality.json", help="where to write the JSON")
     args = parser.parse_args(argv)
     args.model = str(Path(args.model).resolve())
+    if not (Path(args.model) / "model_index.json").is_file():
+        print(f"error: {args.model} is not a diffusers pipeline folder (no model_index.json); pass --model DIR", file=sys.stderr)
+        return 2
     if args.quick:
         args.clips, args.steps, args.full_steps, args.sample_steps = 2, [0, 20], 20, 10
     began = time.perf_counter()

@@ -303,6 +303,16 @@ def test_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, train_tex
         pretrain(tmp_path / "whole", seed=3, resume=True, progress=False)
 
 
+def test_resuming_a_damaged_pretraining_checkpoint_is_a_usage_error(tmp_path, capsys):
+    from tuneavideo.toymodel.pretrain import CHECKPOINT_DIR, main
+
+    (tmp_path / "run" / CHECKPOINT_DIR).mkdir(parents=True)
+    (tmp_path / "run" / CHECKPOINT_DIR / "state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit) as stop:
+        main(["--output", str(tmp_path / "run"), "--resume"])
+    assert stop.value.code == 2 and "is damaged" in capsys.readouterr().err
+
+
 def test_a_vae_taken_from_an_earlier_run_gives_the_full_runs_weights(tmp_path):
     from tuneavideo.toymodel.pretrain import pretrain
 

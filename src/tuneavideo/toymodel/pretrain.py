@@ -545,7 +545,13 @@ def load_checkpoint(output_dir: str | Path) -> dict:
     path = Path(output_dir) / CHECKPOINT_DIR / "state.pt"
     if not path.is_file():
         raise ValueError(f"{output_dir} holds no unfinished run to resume (no {CHECKPOINT_DIR}/state.pt)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated or not a checkpoint: torch raises several types
+        raise ValueError(f"{path} is damaged ({str(error).splitlines()[0][:120]}); delete {output_dir} and train again") from None
+    if not isinstance(state, dict) or set(state.get("config", {})) - {f.name for f in fields(PretrainConfig)}:
+        raise ValueError(f"{path} was not written by this version's pretraining; delete {output_dir} and train again")
+    return state
 
 
 def _save_checkpoint(output_dir: Path, state: dict) -> None:
