@@ -1,4 +1,6 @@
-"""DDIM inversion of video latents (Tune-A-Video section 3.4; Song et al. 2021, eq. 12 run backwards)."""
+"""Inversion of video latents: DDIM inversion (Tune-A-Video section 3.4; Song et al. 2021, eq. 12 run backwards),
+and the null-text optimisation that makes guided sampling retrace it (Mokady et al., "Null-text Inversion for
+Editing Real Images using Guided Diffusion Models", CVPR 2023)."""
 
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ def ddim_invert(
     context: torch.Tensor,
     num_steps: int = 50,
     callback: Callable[[int, int], None] | None = None,
-) -> torch.Tensor:
+    return_trajectory: bool = False,
+) -> torch.Tensor | list[torch.Tensor]:
     """Map clean latents ``(b, c, f, h, w)`` to the DDIM noise they come from.
 
     Runs the sampling timesteps in increasing order ``t = 1, 21, ..., 981`` (for 50 steps of SD's
@@ -39,7 +42,9 @@ def ddim_invert(
         x_t = sqrt(a_t) * x0 + sqrt(1 - a_t) * eps
 
     ``context`` is the empty prompt's embedding in Tune-A-Video. The math runs in float32 whatever
-    the UNet's dtype. Returns the latents at the last timestep: the initial noise for sampling.
+    the UNet's dtype. Returns the latents at the last timestep: the initial noise for sampling; with
+    ``return_trajectory``, every latent on the way instead, ``[x_0 (the input), x_1, ..., x_T]`` (``num_steps + 1``
+    tensors, the last one the usual result), as null-text inversion needs.
     """
     scheduler.set_timesteps(num_steps, device=latents.device)
     timesteps = scheduler.timesteps.flip(0)  # increasing: 1, 21, ..., 981
@@ -50,6 +55,7 @@ def ddim_invert(
     dtype = next(unet.parameters()).dtype
 
     x = latents.float()
+    trajectory = [x]
     for i, t in enumerate(timesteps):
         t_prev = int(t) - stride
         a_prev = alphas[t_prev] if t_prev >= 0 else final_alpha
@@ -58,6 +64,66 @@ def ddim_invert(
         eps = epsilon_from_output(output, x, a_t, prediction_type)  # the model was told t
         x0 = (x - (1 - a_prev).sqrt() * eps) / a_prev.sqrt()
         x = a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
+        trajectory.append(x)
         if callback is not None:
             callback(i + 1, len(timesteps))
-    return x
+    return trajectory if return_trajectory else x
+
+
+def null_text_optimise(
+    unet: TuneAVideoUNet,
+    scheduler: DDIMScheduler,
+    trajectory: list[torch.Tensor],
+    context: torch.Tensor,
+    uncond: torch.Tensor,
+    guidance_scale: float,
+    inner_steps: int = 10,
+    learning_rate: float = 1e-2,
+    epsilon: float = 1e-5,
+    callback: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Null-text inversion (Mokady et al. 2023, algorithm 1): one unconditional embedding per sampling step such
+    that guided DDIM sampling with ``context`` (the source prompt) from ``trajectory[-1]`` retraces ``trajectory``
+    (from :func:`ddim_invert` with ``return_trajectory``, inverted with the same prompt).
+
+    At sampling step ``i`` (timesteps in sampling order), starting from the latent the previous steps reached,
+    the embedding (initialised from the previous step's, the first from ``uncond``, the plain empty prompt's) is
+    optimised with Adam to minimise ``|| z_{t-1} - DDIM-step(z_t, eps_uncond + w (eps_cond - eps_uncond)) ||^2``
+    against ``trajectory[T - i - 1]``: at most ``inner_steps`` iterations at a learning rate of
+    ``learning_rate * (1 - i / 100)``, stopping early once the loss is below ``epsilon + 2e-5 * i`` (the schedules
+    of the authors' code). One embedding per step serves all frames of the video. Returns the embeddings
+    ``(steps, 1, l, d)`` in sampling order, float32. The UNet's weights get no gradient.
+    """
+    num_steps = len(trajectory) - 1
+    scheduler.set_timesteps(num_steps, device=trajectory[-1].device)
+    dtype = next(unet.parameters()).dtype
+    context = context.to(dtype)
+    embedding = uncond.detach().float()
+    optimised = []
+    latent = trajectory[-1].float()
+    for i, t in enumerate(scheduler.timesteps):
+        target = trajectory[num_steps - i - 1].float()
+        with torch.no_grad():
+            cond_output = unet(latent.to(dtype), t, context).sample.float()
+        embedding = embedding.clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([embedding], lr=learning_rate * (1 - i / 100))
+        for _ in range(inner_steps):
+            with torch.enable_grad():
+                uncond_output = unet(latent.to(dtype), t, embedding.to(dtype)).sample.float()
+                output = uncond_output + guidance_scale * (cond_output - uncond_output)
+                previous = scheduler.step(output, t, latent).prev_sample
+                loss = torch.nn.functional.mse_loss(previous, target)
+                optimizer.zero_grad()
+                loss.backward()
+            optimizer.step()
+            if loss.item() < epsilon + i * 2e-5:
+                break
+        embedding = embedding.detach()
+        optimised.append(embedding)
+        with torch.no_grad():  # go on from where guided sampling with the optimised embedding lands
+            uncond_output = unet(latent.to(dtype), t, embedding.to(dtype)).sample.float()
+            output = uncond_output + guidance_scale * (cond_output - uncond_output)
+            latent = scheduler.step(output, t, latent).prev_sample
+        if callback is not None:
+            callback(i + 1, num_steps)
+    return torch.stack(optimised)

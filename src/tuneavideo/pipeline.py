@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
+from typing import TYPE_CHECKING
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from .models import TuneAVideoUNet
+
+if TYPE_CHECKING:
+    from .control import AttentionController
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +101,8 @@ class TuneAVideoPipeline(DiffusionPipeline):
         latents: torch.Tensor | None = None,
         callback: Callable[[int, int], None] | None = None,
         output_type: str = "video",
+        uncond_embeddings: torch.Tensor | None = None,
+        controller: AttentionController | None = None,
     ) -> torch.Tensor:
         """Sample videos for ``prompt``.
 
@@ -105,6 +112,10 @@ class TuneAVideoPipeline(DiffusionPipeline):
             guidance_scale: classifier-free guidance for a scale above 1; 1 or less disables it (one UNet call per step).
             negative_prompt: the unconditional prompt ("" by default, as in the reference).
             output_type: ``"video"`` for ``(b, f, 3, height, width)`` frames in [0, 1], ``"latent"`` for latents.
+            uncond_embeddings: the unconditional embeddings in place of ``negative_prompt``'s, ``(b, l, d)``, or
+                ``(steps, b, l, d)`` for one per step (null-text inversion); one row per prompt.
+            controller: attention control (:class:`~tuneavideo.control.AttentionController`): its processors are set
+                on the UNet for this call only; it is told each step and may blend the latents after it.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
@@ -123,20 +134,35 @@ class TuneAVideoPipeline(DiffusionPipeline):
         # pipelines) decide it: a scale of 1 or less samples the prompt alone, one UNet call per step. (A scale
         # below 1 would otherwise pull toward the unconditional prompt, which neither offers.)
         guided = guidance_scale > 1.0
-        context = self.encode_prompt(([negative_prompt] * batch if guided else []) + prompts).to(dtype)
+        if uncond_embeddings is None or not guided:
+            context = self.encode_prompt(([negative_prompt] * batch if guided else []) + prompts).to(dtype)
+        else:
+            cond = self.encode_prompt(prompts).to(dtype)
+            if uncond_embeddings.ndim == 3:
+                uncond_embeddings = uncond_embeddings[None].expand(num_inference_steps, -1, -1, -1)
+            if uncond_embeddings.shape[:2] != (num_inference_steps, batch) or uncond_embeddings.shape[2:] != cond.shape[1:]:
+                raise ValueError(f"uncond_embeddings have shape {tuple(uncond_embeddings.shape)}; expected "
+                                 f"({num_inference_steps}, {batch}, {cond.shape[1]}, {cond.shape[2]}): one per step and prompt")
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
-        for i, t in enumerate(timesteps):
-            model_input = torch.cat([latents, latents]) if guided else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
-            output = self.unet(model_input.to(dtype), t, context).sample.float()
-            if guided:
-                uncond, cond = output.chunk(2)
-                output = uncond + guidance_scale * (cond - uncond)
-            latents = self.scheduler.step(output, t, latents, eta=eta, generator=generator).prev_sample
-            if callback is not None:
-                callback(i + 1, len(timesteps))
+        with controller.attached(self.unet) if controller is not None else nullcontext():
+            for i, t in enumerate(timesteps):
+                if uncond_embeddings is not None and guided:
+                    context = torch.cat([uncond_embeddings[i].to(device=device, dtype=dtype), cond])
+                if controller is not None:
+                    controller.begin_step(i)
+                model_input = torch.cat([latents, latents]) if guided else latents
+                model_input = self.scheduler.scale_model_input(model_input, t)
+                output = self.unet(model_input.to(dtype), t, context).sample.float()
+                if guided:
+                    uncond, cond_output = output.chunk(2)
+                    output = uncond + guidance_scale * (cond_output - uncond)
+                latents = self.scheduler.step(output, t, latents, eta=eta, generator=generator).prev_sample
+                if controller is not None:
+                    latents = controller.after_step(latents)
+                if callback is not None:
+                    callback(i + 1, len(timesteps))
         if output_type == "latent":
             return latents
         return self.decode_latents(latents)

@@ -9,6 +9,9 @@ name its files; each takes the names and the readers and writers from here::
     RUN_DIR/inversion.safetensors  the source latents tuning used (VAE posterior mean) and their DDIM
                                    inversion with the tuning base (empty prompt)
     RUN_DIR/inversions/KEY-N.safetensors  inversions with another base (KEY) or step count (N), made by edit
+    RUN_DIR/prompt-inversion.safetensors  the DDIM inversion with the source prompt, and its null-text
+                                   embeddings (one per sampling step), made by edit --inversion null-text
+                                   or negative-prompt; replaced when the steps, guidance or base change
     RUN_DIR/train.log              one JSON line per step: step, loss, seconds
     RUN_DIR/checkpoints/step-N.pt  the latest training state, for --resume
     RUN_DIR/samples/step-N/        validation videos, when asked for
@@ -36,6 +39,7 @@ SOURCE = "source.mp4"
 ADAPTER = "adapter.safetensors"
 INVERSION = "inversion.safetensors"
 INVERSIONS = "inversions"
+PROMPT_INVERSION = "prompt-inversion.safetensors"
 LOG = "train.log"
 CHECKPOINTS = "checkpoints"
 SAMPLES = "samples"
@@ -199,6 +203,52 @@ def find_inversion(run_dir: Path, base_key: str, steps: int, num_frames: int, *,
             return found
     cached = _cache_path(run_dir, base_key, steps)
     return read_inversion(cached, num_frames) if cached.is_file() else None
+
+
+@dataclass
+class PromptInversionFile:
+    """The inversion with the source prompt (negative-prompt and null-text inversion): latents ``(1, c, f, h, w)``
+    after ``steps`` DDIM steps with base ``base_key``, and, for null-text inversion, the optimised unconditional
+    embeddings ``(steps, 1, l, d)`` for guidance ``guidance_scale``."""
+
+    latents: torch.Tensor
+    steps: int
+    base_key: str
+    prompt: str
+    null_embeddings: torch.Tensor | None = None
+    guidance_scale: float | None = None
+
+
+def write_prompt_inversion(run_dir: Path, found: PromptInversionFile) -> Path:
+    """Save ``RUN_DIR/prompt-inversion.safetensors`` atomically (one per run: a new one replaces the old)."""
+    tensors = {"latents": found.latents}
+    metadata = {"num_inversion_steps": str(found.steps), "base_key": found.base_key, "prompt": found.prompt}
+    if found.null_embeddings is not None:
+        tensors["null_embeddings"] = found.null_embeddings
+        metadata["guidance_scale"] = repr(float(found.guidance_scale))
+    path = Path(run_dir) / PROMPT_INVERSION
+    atomic_save_tensors(tensors, path, metadata)
+    return path
+
+
+def read_prompt_inversion(run_dir: Path, num_frames: int) -> PromptInversionFile | None:
+    """The run's ``prompt-inversion.safetensors``, or None when there is none; :class:`RunError` if damaged."""
+    path = Path(run_dir) / PROMPT_INVERSION
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            latents = f.get_tensor("latents")
+            null = f.get_tensor("null_embeddings") if "null_embeddings" in f.keys() else None
+            found = PromptInversionFile(latents, int(metadata["num_inversion_steps"]), metadata["base_key"], metadata["prompt"],
+                                        null, float(metadata["guidance_scale"]) if null is not None else None)
+    except Exception as error:  # truncated or random bytes: safetensors raises its own error types
+        raise RunError(f"{path} is damaged ({first_line(error)}); delete it: edit then inverts {SOURCE} again") from None
+    if latents.ndim != 5 or latents.shape[2] != num_frames or not latents.isfinite().all() or (
+            null is not None and (null.ndim != 4 or null.shape[0] != found.steps or not null.isfinite().all())):
+        raise RunError(f"{path} does not hold this run's inversion; delete it: edit then inverts {SOURCE} again")
+    return found
 
 
 def _cache_path(run_dir: Path, base_key: str, steps: int) -> Path:
