@@ -40,6 +40,14 @@ class SparseCausalAttnProcessor:
     ) -> torch.Tensor:
         if encoder_hidden_states is not None or attention_mask is not None:
             raise ValueError("sparse-causal attention is self-attention without a mask")
+        query, key, value = self.query_key_value(attn, hidden_states, num_frames)
+        out = F.scaled_dot_product_attention(query, key, value)  # ((b f), heads, n, d)
+        return self.output(attn, out)
+
+    @staticmethod
+    def query_key_value(attn: Attention, hidden_states: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, ...]:
+        """Queries ``((b f), heads, n, d)`` of each frame, keys and values ``((b f), heads, 2n, d)`` of frames 0 and
+        ``max(i - 1, 0)``."""
         batch_frames, tokens, _ = hidden_states.shape  # ((b f), n, c)
         if batch_frames % num_frames:
             raise ValueError(f"batch of {batch_frames} frames is not a multiple of num_frames={num_frames}")
@@ -60,11 +68,13 @@ class SparseCausalAttnProcessor:
             return x.view(batch_frames, 2 * tokens, attn.heads, head_dim).transpose(1, 2)  # ((b f), heads, 2n, d)
 
         query = query.view(batch_frames, tokens, attn.heads, head_dim).transpose(1, 2)  # ((b f), heads, n, d)
-        key = first_and_previous(key)
-        value = first_and_previous(value)
+        return query, first_and_previous(key), first_and_previous(value)
 
-        out = F.scaled_dot_product_attention(query, key, value)  # ((b f), heads, n, d)
-        out = out.transpose(1, 2).reshape(batch_frames, tokens, inner).to(query.dtype)
+    @staticmethod
+    def output(attn: Attention, out: torch.Tensor) -> torch.Tensor:
+        """Heads ``((b f), heads, n, d)`` merged and projected: ``((b f), n, c)``."""
+        batch_frames, heads, tokens, head_dim = out.shape
+        out = out.transpose(1, 2).reshape(batch_frames, tokens, heads * head_dim)
         out = attn.to_out[0](out)
         return attn.to_out[1](out)
 
