@@ -8,7 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
-from .config import FRAME_ATTENTION, FRAME_NORMS, MIXED_PRECISION, PROFILES, RESIZE_MODES, ConfigError, RunConfig
+from .config import (CONTROL_MODES, FRAME_ATTENTION, FRAME_NORMS, INVERSION_METHODS, MIXED_PRECISION, PROFILES, RESIZE_MODES,
+                     ConfigError, RunConfig)
 from .errors import TuneAVideoError
 
 
@@ -86,6 +87,25 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="auto", help="weights' dtype (auto: fp16/bf16 on GPU)")
     edit.add_argument("--device", help="cuda, cpu (default: cuda when available)")
     _add_sampling(edit)
+    edit.add_argument("--inversion", choices=INVERSION_METHODS,
+                      help="ddim: the method's, with the empty prompt (default); negative-prompt: with the source prompt, which "
+                           "also serves as the unconditional prompt (Miyake et al.); null-text: with the source prompt and "
+                           "an unconditional embedding optimised per step (Mokady et al.), cached in the run folder")
+    edit.add_argument("--control", choices=CONTROL_MODES,
+                      help="attention control: none (default), p2p (Prompt-to-Prompt with the source in the batch, as "
+                           "Video-P2P), fatezero (fusion with the maps recorded while inverting; needs --blend)")
+    edit.add_argument("--cross-replace", type=float,
+                      help="fraction of the first steps whose cross-attention maps come from the source (default 0.8)")
+    edit.add_argument("--self-replace", type=float,
+                      help="fraction of the first steps whose self-attention maps come from the source (default 0.4)")
+    edit.add_argument("--reweight", nargs="+", metavar="WORD=FACTOR",
+                      help="scale the attention to a word of the edit prompt, e.g. red=2 (with --control)")
+    edit.add_argument("--blend", nargs="+", metavar="WORD",
+                      help="words whose cross-attention marks the region to edit; outside it the source is kept (with --control)")
+    edit.add_argument("--blend-threshold", type=float, help="threshold of the blend mask normalised to 1 (default 0.3)")
+    edit.add_argument("--coupled-guidance", action="store_true", default=None,
+                      help="the edit's guidance uses the inversion's unconditional embedding too (default: the plain one, "
+                           "Video-P2P's decoupled guidance)")
 
     demo = sub.add_parser("demo", help="tune the bundled toy model on a rendered clip and edit it (no network)")
     demo.add_argument("--output", "-o", help="the folder to write (default ./tuneavideo-demo)")
@@ -105,6 +125,7 @@ def _overrides(args: argparse.Namespace, fields: tuple[str, ...], rename: dict[s
 
 
 SAMPLE_FIELDS = ("num_inference_steps", "guidance_scale", "negative_prompt", "eta", "seed", "num_inversion_steps", "use_inversion")
+CONTROL_FIELDS = ("inversion", "control", "cross_replace", "self_replace", "reweight", "blend", "blend_threshold", "coupled_guidance")
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -148,7 +169,7 @@ def _edit(args: argparse.Namespace) -> int:
         video=args.video, inv_latents=args.inv_latents, num_frames=args.num_frames, width=args.width, height=args.height,
         start=args.start, stride=args.stride, resize=args.resize, config=reference,
     )
-    sample = replace(tuned.config.sample, **_overrides(args, SAMPLE_FIELDS))
+    sample = replace(tuned.config.sample, **_overrides(args, SAMPLE_FIELDS + CONTROL_FIELDS))
     result = edit(tuned, args.prompts or None, sample, args.output, fps=args.fps)
     print(f"wrote {len(result.files)} files to {result.files[0].parent}")
     return 0

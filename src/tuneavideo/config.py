@@ -21,6 +21,12 @@ PROFILES = ("default", "low-memory")  # what tuning.apply_profile recomputes; se
 RESIZE_MODES = ("crop", "squash", "pad")
 FRAME_ATTENTION = ("sparse-causal", "per-frame")
 FRAME_NORMS = ("pooled", "per-frame")
+# Attention control while editing (tuneavideo.control): none (the method), Prompt-to-Prompt with the source branch in
+# the batch (Video-P2P), or FateZero's fusion with the maps recorded while inverting.
+CONTROL_MODES = ("none", "p2p", "fatezero")
+# ddim: the method's inversion with the empty prompt; negative-prompt (Miyake et al. 2023) and null-text (Mokady et
+# al. 2023) invert with the source prompt (tuneavideo.inversion).
+INVERSION_METHODS = ("ddim", "negative-prompt", "null-text")
 # The largest width and height accepted: SD's VAE and UNet run at any multiple of 8, but 4096 px is 8x SD 1.5's
 # training size and needs far more memory than one GPU has (a 24-frame clip at 512 px needs 12-24 GiB to tune).
 MAX_SIZE = 4096
@@ -86,6 +92,17 @@ class SampleConfig:
     use_inversion: bool = True
     num_inversion_steps: int = 50
     prompts: list[str] = field(default_factory=list)  # validation prompts during tuning
+    # Attention-controlled editing (tuneavideo.control); the defaults are the method's plain edit.
+    inversion: str = "ddim"  # one of INVERSION_METHODS
+    control: str = "none"  # one of CONTROL_MODES
+    cross_replace: float = 0.8  # fraction of the first steps whose cross-attention maps come from the source
+    self_replace: float = 0.4  # likewise for the (sparse-causal) self-attention maps
+    reweight: list[str] = field(default_factory=list)  # "WORD=FACTOR": scale the edit prompt's attention to WORD
+    blend: list[str] = field(default_factory=list)  # words whose cross-attention marks the region to edit
+    blend_threshold: float = 0.3  # of the blend map normalised to a maximum of 1
+    # False (Video-P2P's decoupled guidance): the edited branch's guidance uses the plain unconditional embedding,
+    # the source branch the inversion's; True: both use the inversion's
+    coupled_guidance: bool = False
 
 
 @dataclass
@@ -177,6 +194,48 @@ class RunConfig:
             raise ConfigError(f"guidance_scale {s.guidance_scale} is not finite; use e.g. 12.5")
         if not 0 <= s.eta <= 1:
             raise ConfigError(f"eta {s.eta} must be between 0 (deterministic DDIM) and 1")
+        _check_control(s)
+
+
+def _check_control(s: SampleConfig) -> None:
+    _check_choice("inversion", s.inversion, INVERSION_METHODS)
+    _check_choice("control", s.control, CONTROL_MODES)
+    for name in ("cross_replace", "self_replace"):
+        if not 0 <= getattr(s, name) <= 1:
+            raise ConfigError(f"{name} {getattr(s, name)} must be a fraction of the steps between 0 and 1; use e.g. 0.8")
+    if not 0 < s.blend_threshold < 1:
+        raise ConfigError(f"blend_threshold {s.blend_threshold} must be between 0 and 1; use e.g. 0.3")
+    parse_reweight(s.reweight)
+    if s.control != "none" and not s.use_inversion:
+        raise ConfigError(f"--control {s.control} edits the inverted source; drop --no-inversion")
+    if s.inversion != "ddim" and not s.use_inversion:
+        raise ConfigError(f"--inversion {s.inversion} with --no-inversion: drop one of them")
+    if s.control == "none" and (s.reweight or s.blend):
+        raise ConfigError("--reweight and --blend act on attention maps; add --control p2p (or fatezero)")
+    if s.control == "fatezero" and s.inversion == "ddim":
+        raise ConfigError("--control fatezero records attention while inverting with the source prompt; "
+                          "add --inversion null-text or --inversion negative-prompt")
+    if s.control == "fatezero" and not s.blend:
+        raise ConfigError("--control fatezero needs --blend WORD...: the source prompt's words that mark the region to edit")
+    if s.inversion == "null-text" and s.use_inversion and s.guidance_scale <= 1:
+        raise ConfigError(f"--inversion null-text optimises the unconditional embedding of guidance, which a scale of "
+                          f"{s.guidance_scale:g} does not use; give --guidance above 1 (e.g. 7.5)")
+    if (s.inversion == "null-text" or s.control == "fatezero") and s.use_inversion and s.num_inversion_steps != s.num_inference_steps:
+        what = "--inversion null-text optimises one embedding" if s.inversion == "null-text" else "--control fatezero records maps"
+        raise ConfigError(f"{what} per sampling step: give --inversion-steps {s.num_inference_steps} "
+                          f"(now {s.num_inversion_steps}), the same as --steps")
+
+
+def parse_reweight(entries: list[str]) -> dict[str, float]:
+    """``["red=2", "sky=0.5"]`` as ``{"red": 2.0, "sky": 0.5}``; :class:`ConfigError` naming a malformed entry."""
+    factors = {}
+    for entry in entries:
+        word, _, value = entry.partition("=")
+        factor = _float_text(value)
+        if not word.strip() or factor is None or not math.isfinite(factor) or factor < 0:
+            raise ConfigError(f"reweight {entry!r} is not WORD=FACTOR with a factor of 0 or more; write e.g. red=2")
+        factors[word.strip()] = factor
+    return factors
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -13,12 +13,13 @@ from safetensors.torch import load_file
 
 from . import __version__
 from .adapter import load_adapter
-from .config import RunConfig, SampleConfig
-from .inversion import ddim_invert
+from .config import RunConfig, SampleConfig, parse_reweight
+from .inversion import ddim_invert, null_text_optimise
 from .loading import BaseModel, load_base
 from .pipeline import TuneAVideoPipeline
-from .runfolder import (ADAPTER, CONFIG, EDITS, INVERSION, INVERSIONS, SOURCE, RunError, atomic_json, find_inversion, first_line,
-                        latest_checkpoint, read_inversion, slug, write_inversion)
+from .runfolder import (ADAPTER, CONFIG, EDITS, INVERSION, INVERSIONS, PROMPT_INVERSION, SOURCE, PromptInversionFile, RunError,
+                        atomic_json, find_inversion, first_line, latest_checkpoint, read_inversion, read_prompt_inversion, slug,
+                        write_inversion, write_prompt_inversion)
 from .tuning import (base_key, build_pipeline, build_video_unet, place, progress_bar, resolve_device, resolve_precision,
                      vae_key)
 from .video import read_video, side_by_side, write_video
@@ -44,21 +45,33 @@ class TunedModel:
     base_key: str | None = None
     source_latents: torch.Tensor | None = None  # (1, c, f, h/8, w/8): the latents tuning inverted, when they fit this base
     base_model: str | None = None  # the base the edit runs on, when not the run's own
+    # The inversion with the source prompt (negative-prompt and null-text inversion), once made or read
+    prompt_inverted: PromptInversionFile | None = None
 
-    def invert(self, steps: int | None = None, progress: bool = True) -> torch.Tensor:
-        """DDIM-invert the source latents with the empty prompt, keep the result, and cache it in the run folder.
-
-        The source latents are those tuning used (stored in the run folder); only without them (a reference
-        folder, an older run, another VAE) are the source frames encoded again."""
-        steps = steps or self.config.sample.num_inversion_steps
+    def _source_mean(self) -> torch.Tensor:
+        """The source latents ``(1, c, f, h/8, w/8)``: those tuning used (stored in the run folder); only without
+        them (a reference folder, an older run, another VAE) are the source frames encoded again."""
         mean = self.source_latents
         if mean is None:
             if self.source is None:
                 raise RunError(f"{self.run_dir} has no source video to invert; pass --video, --inv-latents or --no-inversion")
             mean, _ = self.pipe.encode_video(self.source)
+        return mean.to(self.pipe.unet.device)
+
+    def _source_prompt(self, what: str) -> str:
+        prompt = self.config.video.prompt
+        if not prompt.strip():
+            raise RunError(f"{what} needs the prompt the source was tuned with, and {self.run_dir} has none; "
+                           "give the reference config with --config")
+        return prompt
+
+    def invert(self, steps: int | None = None, progress: bool = True) -> torch.Tensor:
+        """DDIM-invert the source latents with the empty prompt, keep the result, and cache it in the run folder."""
+        steps = steps or self.config.sample.num_inversion_steps
+        mean = self._source_mean()
         empty = self.pipe.encode_prompt([""]).to(self.dtype)
         bar = progress_bar(None, progress, desc="inverting", total=steps)
-        self.inverted = ddim_invert(self.pipe.unet, self.pipe.scheduler, mean.to(self.pipe.unet.device), empty, steps,
+        self.inverted = ddim_invert(self.pipe.unet, self.pipe.scheduler, mean, empty, steps,
                                     callback=lambda i, n: bar.update(1) if bar else None)
         self.inversion_steps = steps
         if bar:
@@ -72,19 +85,64 @@ class TunedModel:
                       "the next edit inverts again")
         return self.inverted
 
+    def invert_with_prompt(self, sample: SampleConfig, progress: bool = True) -> PromptInversionFile:
+        """The DDIM inversion with the source prompt (negative-prompt inversion, Miyake et al. 2023) and, for
+        ``sample.inversion == "null-text"``, its unconditional embeddings optimised for ``sample.guidance_scale``
+        (:func:`~tuneavideo.inversion.null_text_optimise`): kept in memory and in the run folder's
+        ``prompt-inversion.safetensors``, made again (with a note) when the steps, guidance or base differ."""
+        steps, guidance = sample.num_inversion_steps, sample.guidance_scale
+        null = sample.inversion == "null-text"
+        prompt = self._source_prompt(f"--inversion {sample.inversion}")
+        key = self.base_key or ""
+
+        def fits(found: PromptInversionFile | None) -> bool:
+            return (found is not None and found.steps == steps and found.base_key == key and found.prompt == prompt
+                    and (not null or (found.null_embeddings is not None and found.guidance_scale == guidance)))
+
+        found = self.prompt_inverted
+        if not fits(found) and self.base_key is not None:
+            cached = read_prompt_inversion(self.run_dir, self.config.video.num_frames)
+            if fits(cached):
+                found = cached
+            elif cached is not None and (cached.null_embeddings is not None or not null):
+                made = f"{cached.steps} steps" + (f" at guidance {cached.guidance_scale:g}" if cached.null_embeddings is not None else "")
+                _note(f"note: {self.run_dir / PROMPT_INVERSION} was made with {made} (or another base); inverting again "
+                      f"with {steps} steps" + (f" at guidance {guidance:g}" if null else ""))
+        if fits(found):
+            self.prompt_inverted = found
+            return found
+
+        context = self.pipe.encode_prompt([prompt]).to(self.dtype)
+        bar = progress_bar(None, progress, desc="inverting with the source prompt", total=steps)
+        trajectory = ddim_invert(self.pipe.unet, self.pipe.scheduler, self._source_mean(), context, steps,
+                                 callback=lambda i, n: bar.update(1) if bar else None, return_trajectory=True)
+        if bar:
+            bar.close()
+        embeddings = None
+        if null:
+            empty = self.pipe.encode_prompt([sample.negative_prompt])
+            bar = progress_bar(None, progress, desc="null-text optimisation", total=steps)
+            embeddings = null_text_optimise(self.pipe.unet, self.pipe.scheduler, trajectory, context, empty, guidance,
+                                            callback=lambda i, n: bar.update(1) if bar else None)
+            if bar:
+                bar.close()
+        found = PromptInversionFile(trajectory[-1], steps, key, prompt, embeddings, guidance if null else None)
+        self.prompt_inverted = found
+        if self.base_key is not None and trajectory[-1].isfinite().all():
+            try:
+                write_prompt_inversion(self.run_dir, found)
+            except OSError as error:  # a read-only run folder: the edit goes on without the cache
+                _note(f"note: cannot keep the inversion in {self.run_dir / PROMPT_INVERSION} ({error.strerror or error}); "
+                      "the next edit inverts again")
+        return found
+
     def sample(self, prompt: str, sample: SampleConfig, progress: bool = True) -> torch.Tensor:
-        """One edited video ``(f, 3, h, w)`` in [0, 1] for ``prompt``."""
+        """One edited video ``(f, 3, h, w)`` in [0, 1] for ``prompt``, with the inversion and the attention control
+        ``sample`` asks for (:mod:`tuneavideo.control`)."""
+        if sample.inversion != "ddim" or sample.control != "none":
+            return self._controlled_sample(prompt, sample, progress)
         vc = self.config.video
-        latents = None
-        if sample.use_inversion:
-            steps = sample.num_inversion_steps
-            if self.inverted is None or (self.inversion_steps is not None and self.inversion_steps != steps):
-                cached = find_inversion(self.run_dir, self.base_key, steps, vc.num_frames) if self.base_key else None
-                if cached is not None:
-                    self.inverted, self.inversion_steps = cached.latents.to(self.pipe.unet.device), steps
-                elif self.inverted is None or self.source is not None or self.source_latents is not None:
-                    self.invert(steps, progress)
-            latents = self.inverted
+        latents = self._ddim_latents(sample, progress) if sample.use_inversion else None
         generator = torch.Generator(self.pipe.unet.device).manual_seed(sample.seed)
         bar = progress_bar(None, progress, desc=f"sampling '{prompt[:40]}'", total=sample.num_inference_steps)
         video = self.pipe(
@@ -94,6 +152,66 @@ class TunedModel:
         if bar:
             bar.close()
         return video
+
+    def _ddim_latents(self, sample: SampleConfig, progress: bool) -> torch.Tensor:
+        """The DDIM inversion with the empty prompt in ``sample.num_inversion_steps``: kept, cached, or made."""
+        steps = sample.num_inversion_steps
+        if self.inverted is None or (self.inversion_steps is not None and self.inversion_steps != steps):
+            cached = find_inversion(self.run_dir, self.base_key, steps, self.config.video.num_frames) if self.base_key else None
+            if cached is not None:
+                self.inverted, self.inversion_steps = cached.latents.to(self.pipe.unet.device), steps
+            elif self.inverted is None or self.source is not None or self.source_latents is not None:
+                self.invert(steps, progress)
+        return self.inverted
+
+    def _controlled_sample(self, prompt: str, sample: SampleConfig, progress: bool) -> torch.Tensor:
+        """The edit with negative-prompt or null-text inversion, and P2P or FateZero attention control. The rows
+        sampled: ``[edit]`` (none, fatezero) or ``[source, edit]`` (p2p); each row's unconditional embedding is the
+        inversion's (null-text: one per step; negative-prompt: the source prompt's), except the edit's under
+        Video-P2P's decoupled guidance (the default with control), which keeps the plain one (``negative_prompt``)."""
+        from .control import build_controller, record_attention
+
+        vc, pipe = self.config.video, self.pipe
+        device = pipe.unet.device
+        size = (vc.height // pipe.latent_scale, vc.width // pipe.latent_scale)
+        steps = sample.num_inference_steps
+        if sample.inversion == "ddim":
+            latents, inverted_uncond = self._ddim_latents(sample, progress), None
+        else:
+            found = self.invert_with_prompt(sample, progress)
+            latents = found.latents.to(device)
+            if sample.inversion == "null-text":
+                inverted_uncond = found.null_embeddings.to(device)  # (steps, 1, l, d)
+            else:
+                inverted_uncond = pipe.encode_prompt([found.prompt])[None].expand(steps, -1, -1, -1)
+        controller, prompts = None, [prompt]
+        if sample.control != "none":
+            source_prompt = self._source_prompt(f"--control {sample.control}")
+            record = None
+            if sample.control == "fatezero":
+                context = pipe.encode_prompt([source_prompt]).to(self.dtype)
+                bar = progress_bar(None, progress, desc="recording attention", total=steps)
+                _, record = record_attention(pipe.unet, pipe.scheduler, self._source_mean(), context, pipe.tokenizer, sample,
+                                             source_prompt, latent_size=size, callback=lambda i, n: bar.update(1) if bar else None)
+                if bar:
+                    bar.close()
+            else:
+                prompts = [source_prompt, prompt]
+            controller = build_controller(pipe.tokenizer, sample, source_prompt, prompt, num_frames=vc.num_frames,
+                                          latent_size=size, record=record)
+        uncond = None
+        if inverted_uncond is not None:
+            plain = pipe.encode_prompt([sample.negative_prompt])[None].expand(steps, -1, -1, -1)
+            edit_uncond = inverted_uncond if sample.coupled_guidance or controller is None else plain
+            uncond = torch.cat([inverted_uncond, edit_uncond] if len(prompts) == 2 else [edit_uncond], dim=1)
+        generator = torch.Generator(device).manual_seed(sample.seed)
+        bar = progress_bar(None, progress, desc=f"sampling '{prompt[:40]}'", total=steps)
+        videos = pipe(prompts, vc.num_frames, vc.height, vc.width, steps, sample.guidance_scale, sample.negative_prompt,
+                      sample.eta, generator, latents, callback=lambda i, n: bar.update(1) if bar else None,
+                      uncond_embeddings=uncond, controller=controller)
+        if bar:
+            bar.close()
+        return videos[-1]
 
 
 def load_run(
@@ -264,6 +382,14 @@ def edit(
         raise RunError("no edit prompt given (or an empty one); pass --prompt 'your edit' at least once")
     sample = sample or tuned.config.sample
     replace(tuned.config, sample=sample).validate("edit")
+    if sample.inversion != "ddim" or sample.control != "none":  # the words and the source prompt, before any work
+        from .control import plan_tokens
+
+        what = f"--control {sample.control}" if sample.control != "none" else f"--inversion {sample.inversion}"
+        source_prompt = tuned._source_prompt(what)
+        for prompt in prompts if sample.control != "none" else []:
+            plan_tokens(tuned.pipe.tokenizer, source_prompt, prompt, parse_reweight(sample.reweight), sample.blend,
+                        blend_in_source=sample.control == "fatezero")
     if not (isinstance(fps, (int, float)) and 0 < fps < 1000):
         raise RunError(f"fps {fps} must be a positive frame rate; use e.g. --fps 8")
     out = Path(output_dir) if output_dir else tuned.run_dir / EDITS
