@@ -12,7 +12,16 @@ the detector scores every edited frame (see ``tuneavideo.toyworld.metrics``). Va
   over the video's frames (sparse-causal attention kept);
 - ``image-model``: the image model frame by frame (per-frame attention and norms, no tuning),
   with per-frame inversion;
-- ``steps-N``: tuning for N steps (N = 0 is ``no-tuning``).
+- ``steps-N``: tuning for N steps (N = 0 is ``no-tuning``);
+- ``null-text``: tuned, null-text inversion (Mokady et al.), no attention control;
+- ``p2p``: tuned, null-text inversion and Prompt-to-Prompt control with decoupled guidance (Video-P2P);
+- ``p2p-blend``: ``p2p`` with local blending on the edited attribute's words (the object's shape word for colour
+  and shape edits, the background's words for background edits);
+- ``fatezero``: tuned, null-text inversion and FateZero's fusion of the maps recorded while inverting, its mask
+  from the same words of the source prompt.
+
+Each edit also reports ``object_psnr``: the PSNR of the background edit inside the source object's pixels (what a
+blend should keep).
 
 Usage: ``python benchmarks/toyworld_quality.py --clips 12 --out benchmarks/toyworld_quality.json``
 (``--quick`` for a smoke run; ``--workers`` clips run in parallel, one CPU thread each; per-clip results
@@ -30,6 +39,7 @@ import tempfile
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +50,24 @@ from tuneavideo.config import RunConfig
 from tuneavideo.demo import TOY_MODEL, DemoSettings
 from tuneavideo.editing import TunedModel
 from tuneavideo.loading import load_base
-from tuneavideo.toyworld import BACKGROUNDS, COLOURS, SHAPES, clip_caption, detect_video, random_clip, render_clip, with_attributes
+from tuneavideo.toyworld import (BACKGROUNDS, COLOURS, SHAPES, clip_caption, detect_video, random_clip, render_background, render_clip,
+                                 with_attributes)
 from tuneavideo.toyworld.metrics import psnr, score_edit, to_uint8_frames
 from tuneavideo.tuning import build_pipeline, build_video_unet, latest_checkpoint, tune
 
 #: The ablations measured besides the tuning-steps sweep, in the order of the table.
-VARIANTS = ("full", "no-tuning", "no-inversion", "per-frame-attn", "per-frame-norms", "image-model")
+VARIANTS = ("full", "no-tuning", "no-inversion", "per-frame-attn", "per-frame-norms", "image-model",
+            "null-text", "p2p", "p2p-blend", "fatezero")
+#: Measured unless --variants names others: the method and its ablations (the controlled variants are asked for by name).
+DEFAULT_VARIANTS = VARIANTS[:6]
+#: The attention-controlled variants: their sample settings (tuneavideo.config.SampleConfig fields) and whether the
+#: edit blends on the edited attribute's words.
+CONTROLLED = {
+    "null-text": ({"inversion": "null-text"}, False),
+    "p2p": ({"inversion": "null-text", "control": "p2p"}, False),
+    "p2p-blend": ({"inversion": "null-text", "control": "p2p"}, True),
+    "fatezero": ({"inversion": "null-text", "control": "fatezero"}, True),
+}
 
 METRICS = ("alignment", "preservation", "motion_error", "motion_error_found", "consistency", "detected")
 
@@ -88,28 +110,54 @@ def make_clips(count: int, num_frames: int, seed: int) -> list[tuple]:
     return clips
 
 
-def evaluate(tuned: TunedModel, clip, edits, source: np.ndarray) -> dict:
+def blend_words(clip, change: dict, in_source: bool) -> list[str]:
+    """The words whose attention marks what ``change`` edits: the object's shape, or the background's words; in the
+    source prompt and (unless ``in_source``) the edit's."""
+    name = "background" if "background" in change else "shape"
+    words = [getattr(clip, name)]
+    if not in_source and change.get(name, words[0]) != words[0]:
+        words.append(change[name])
+    return words
+
+
+def evaluate(tuned: TunedModel, clip, edits, source: np.ndarray, blend: bool = False) -> dict:
     """Invert (unless disabled), sample the three edits and the source prompt in one batch, score them.
 
-    Every prompt starts from the same latents: the inverted source, or one seeded noise draw."""
+    Every prompt starts from the same latents: the inverted source, or one seeded noise draw. With another inversion
+    or attention control (the controlled variants), each prompt is sampled on its own by ``TunedModel.sample``;
+    ``blend``: blending on :func:`blend_words`."""
     sample = tuned.config.sample
     vc = tuned.config.video
     tuned.inverted = None
+    prompts = [clip_caption(with_attributes(clip, **change)) for change in edits] + [clip_caption(clip)]
+    if sample.inversion != "ddim" or sample.control != "none":
+        settings = [replace(sample, blend=blend_words(clip, change, sample.control == "fatezero") if blend else [])
+                    for change in edits] + [replace(sample, blend=blend_words(clip, {}, True) if blend else [])]
+        videos = torch.stack([tuned.sample(prompt, settings_i, progress=False) for prompt, settings_i in zip(prompts, settings)])
+        return score(clip, edits, source, videos)
     if sample.use_inversion:
         latents = tuned.invert(sample.num_inversion_steps, progress=False)
     else:
         scale = tuned.pipe.latent_scale
         shape = (1, tuned.pipe.unet.config.in_channels, vc.num_frames, vc.height // scale, vc.width // scale)
         latents = torch.randn(shape, generator=torch.Generator().manual_seed(sample.seed))
-    prompts = [clip_caption(with_attributes(clip, **change)) for change in edits] + [clip_caption(clip)]
     videos = tuned.pipe(prompts, vc.num_frames, vc.height, vc.width, sample.num_inference_steps, sample.guidance_scale,
                         sample.negative_prompt, sample.eta, None, latents)
+    return score(clip, edits, source, videos)
+
+
+def score(clip, edits, source: np.ndarray, videos: torch.Tensor) -> dict:
+    """The detector's scores of the edits (``videos[:-1]``) and the PSNR of the source prompt's video (the last)."""
     attributes = {"shape": clip.shape, "colour": clip.colour, "background": clip.background}
     scores = [score_edit(source, video, change, attributes).as_dict() for change, video in zip(edits, videos)]
     result = {name: float(np.nanmean([s[name] for s in scores])) for name in METRICS}
-    for change, score in zip(edits, scores):  # alignment of each kind of edit (colour, shape, background)
-        result[f"alignment_{'_'.join(change)}"] = score["alignment"]
+    for change, scored in zip(edits, scores):  # alignment of each kind of edit (colour, shape, background)
+        result[f"alignment_{'_'.join(change)}"] = scored["alignment"]
     result["psnr"] = psnr(source, to_uint8_frames(videos[-1]))
+    background = [video for change, video in zip(edits, videos) if "background" in change]
+    if background:  # the background edit inside the source object's pixels
+        inside = np.abs(source.astype(np.float64) - render_background(clip.background, source.shape[1])[None]).sum(-1) > 30
+        result["object_psnr"] = psnr(source[inside], to_uint8_frames(background[0])[inside])
     result["frames"] = frame_positions(source, videos[: len(edits)])
     return result
 
@@ -227,6 +275,11 @@ def run_clip(index: int, clip, edits, args, work: Path) -> dict:
     if "per-frame-attn" in wanted:  # tuned with per-frame attention as well as sampled with it
         per_frame_state = _tune_ablation(model, config, args.full_steps, work / f"run-{index}-per-frame", frame_attention="per-frame")
         results["per-frame-attn"] = evaluate(tuned_model(model, config, frames, per_frame_state, per_frame=True), clip, edits, source)
+    for variant, (changes, blend) in CONTROLLED.items():
+        if variant in wanted:
+            controlled = RunConfig.from_dict(config.to_dict())
+            controlled.sample = replace(controlled.sample, **changes)
+            results[variant] = evaluate(tuned_model(model, controlled, frames, states[args.full_steps]), clip, edits, source, blend)
     if "per-frame-norms" in wanted:  # likewise tuned with per-frame GroupNorm statistics
         norms_state = _tune_ablation(model, config, args.full_steps, work / f"run-{index}-frame-norms", frame_norms="per-frame")
         results["per-frame-norms"] = evaluate(tuned_model(model, config, frames, norms_state, per_frame_norms=True), clip, edits, source)
@@ -245,13 +298,15 @@ def _tune_ablation(model: Path, config: RunConfig, steps: int, run_dir: Path, **
 
 def table(summary: dict[str, dict]) -> str:
     lines = ["| variant | alignment | colour / shape / background edits | preservation | motion error (px) "
-             "| motion error, frames with an object (px) | consistency | detected | PSNR (source prompt, dB) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| motion error, frames with an object (px) | consistency | detected | PSNR (source prompt, dB) "
+             "| object PSNR, background edit (dB) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in summary.items():
         found = m.get("motion_error_found", float("nan"))
         lines.append(f"| {name} | {m['alignment']:.3f} | {m['alignment_colour']:.2f} / {m['alignment_shape']:.2f} / "
                      f"{m['alignment_background']:.2f} | {m['preservation']:.3f} | {m['motion_error']:.2f} | "
-                     f"{found:.2f} | {m['consistency']:.3f} | {m['detected']:.3f} | {m['psnr']:.2f} |")
+                     f"{found:.2f} | {m['consistency']:.3f} | {m['detected']:.3f} | {m['psnr']:.2f} | "
+                     f"{m.get('object_psnr', float('nan')):.2f} |")
     return "\n".join(lines)
 
 
@@ -280,8 +335,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 clips, steps 0 and 20, 10 sampling steps: a smoke run")
     parser.add_argument("--workers", type=int, default=2, help="clips tuned in parallel, one CPU thread each (default 2)")
     parser.add_argument("--model", default=str(TOY_MODEL), help="the pipeline folder to measure (default the bundled toy model)")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
-                        help="variants besides the steps sweep (default all)")
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS,
+                        help=f"variants besides the steps sweep (default {' '.join(DEFAULT_VARIANTS)})")
     parser.add_argument("--out", default="benchmarks/toyworld_quality.json", help="where to write the JSON")
     args = parser.parse_args(argv)
     args.model = str(Path(args.model).resolve())
