@@ -27,7 +27,7 @@ BUNDLED = Path(__file__).resolve().parents[1] / "src" / "tuneavideo" / "assets" 
 TINY_RUN = dict(
     vae_channels=(8, 8, 8), vae_groups=4, unet_channels=(16, 32, 32), unet_groups=8, unet_heads=2,
     text_width=16, text_layers=1, text_heads=2, vae_batch=2, unet_batch=2, num_scenes=4, warmup_steps=1,
-    monitor_every=0, log_every=0,
+    monitor_every=0, log_every=0, video_steps=2, video_frames=2, num_videos=2,
 )
 SD_BLOCKS = {"CrossAttnDownBlock2D", "DownBlock2D", "UNetMidBlock2DCrossAttn", "UpBlock2D", "CrossAttnUpBlock2D"}
 
@@ -322,6 +322,67 @@ def test_a_vae_taken_from_an_earlier_run_gives_the_full_runs_weights(tmp_path):
     assert reused["final_mse"] == full["final_mse"]
     first, second = _weights(tmp_path / "full"), _weights(tmp_path / "reused")
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_a_unet_taken_from_an_earlier_run_gives_the_full_runs_weights(tmp_path):
+    """``unet_from`` skips the UNet phase and starts the video phase from the earlier run's UNet: with a run that
+    stopped before the video phase, the same weights as the run that went through both."""
+    from tuneavideo.toymodel.pretrain import pretrain
+
+    run = dict(TINY_RUN, video_steps=3)
+    pretrain(tmp_path / "image", seed=6, vae_steps=2, unet_steps=3, progress=False, **dict(run, video_steps=0))
+    full = pretrain(tmp_path / "full", seed=6, vae_steps=2, unet_steps=3, progress=False, **run)
+    reused = pretrain(tmp_path / "reused", seed=6, vae_steps=0, progress=False, vae_from=str(tmp_path / "image"),
+                      unet_from=str(tmp_path / "image"), **run)
+    assert full["video"]["steps_done"] == reused["video"]["steps_done"] == 3
+    assert reused["unet_steps_done"] == 0 and reused["video"]["final_mse"] == full["video"]["final_mse"]
+    first, second, image = _weights(tmp_path / "full"), _weights(tmp_path / "reused"), _weights(tmp_path / "image")
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not all(torch.equal(first[k], image[k]) for k in first if k.startswith("unet."))  # the video phase trained
+
+
+def test_pretraining_interrupted_in_the_video_phase_resumes_to_the_same_weights(tmp_path):
+    from tuneavideo.toymodel.pretrain import CHECKPOINT_DIR, pretrain
+
+    run = dict(TINY_RUN, video_steps=4, checkpoint_every=2)
+    whole = pretrain(tmp_path / "whole", seed=7, vae_steps=2, unet_steps=2, progress=False, **run)
+    pretrain(tmp_path / "cut", seed=7, vae_steps=2, unet_steps=2, progress=False, video_stop_step=3, **run)
+    assert (tmp_path / "cut" / CHECKPOINT_DIR / "state.pt").is_file()  # holds video step 2
+    resumed = pretrain(tmp_path / "cut", seed=7, resume=True, progress=False)
+    assert resumed["video"]["steps_done"] == 4 and resumed["video"]["final_mse"] == whole["video"]["final_mse"]
+    assert not (tmp_path / "cut" / CHECKPOINT_DIR).exists()
+    first, second = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_video_phase_norms_pool_over_each_clip_as_one_wide_image():
+    """The norms the video phase pools (the inflated UNet's) normalise a clip of f frames as one image of the f frames
+    side by side: the plain GroupNorm of that image is the reference."""
+    from diffusers import UNet2DConditionModel
+
+    from tuneavideo.models import FrameGroupNorm, TuneAVideoUNet, pool_norms_over_frames
+
+    torch.manual_seed(0)
+    config = dict(sample_size=8, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+                  cross_attention_dim=16, attention_head_dim=2,
+                  down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    unet = UNet2DConditionModel(**config)
+    names = {n for n, m in TuneAVideoUNet.from_unet2d(unet).named_modules() if isinstance(m, FrameGroupNorm)}
+    norms = pool_norms_over_frames(unet)
+    assert {n for n, m in unet.named_modules() if isinstance(m, FrameGroupNorm)} == names and len(norms) == len(names)
+    norm, frames = norms[0], 4
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(2 * frames, norm.num_channels, 5, 6) * torch.rand(2 * frames, 1, 1, 1) * 3  # frames of other scales
+    norm.num_frames = frames
+    pooled = norm(x)
+    wide = torch.cat(list(x.view(2, frames, -1, 5, 6).unbind(1)), dim=-1)  # (2, c, 5, 6 f): each clip side by side
+    reference = torch.nn.functional.group_norm(wide, norm.num_groups, norm.weight, norm.bias, norm.eps)
+    reference = torch.stack(reference.split(6, dim=-1), dim=1).flatten(0, 1)  # ((2 f), c, 5, 6)
+    torch.testing.assert_close(pooled, reference, rtol=1e-5, atol=1e-5)
+    norm.num_frames = 1
+    assert not torch.allclose(norm(x), reference, atol=1e-3)
 
 
 def test_frozen_text_encoder_is_saved_as_initialised(tmp_path):

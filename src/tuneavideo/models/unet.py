@@ -71,6 +71,22 @@ def _as_frame_norm(norm: nn.GroupNorm) -> FrameGroupNorm:
     return frame_norm
 
 
+def pool_norms_over_frames(unet: nn.Module) -> list[FrameGroupNorm]:
+    """Make the GroupNorms that Tune-A-Video pools over frames (the ResNets' ``norm1`` and ``norm2`` and
+    ``conv_norm_out``) :class:`FrameGroupNorm` in place, and return them. The weights and their names stay the
+    same; each returned norm pools over ``num_frames`` consecutive samples of its input (1 at first: per sample)."""
+    pooled = []
+    for name, module in list(unet.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if child_name in ("norm1", "norm2") and type(child) is nn.GroupNorm and "resnets" in name:
+                setattr(module, child_name, _as_frame_norm(child))
+                pooled.append(getattr(module, child_name))
+    if type(unet.conv_norm_out) is nn.GroupNorm:
+        unet.conv_norm_out = _as_frame_norm(unet.conv_norm_out)
+        pooled.append(unet.conv_norm_out)
+    return pooled
+
+
 class TuneAVideoUNet(UNet2DConditionModel):
     """Stable Diffusion's UNet inflated to video (Tune-A-Video section 3.2).
 
@@ -92,13 +108,11 @@ class TuneAVideoUNet(UNet2DConditionModel):
         self._inflate()
 
     def _inflate(self) -> None:
-        for name, module in list(self.named_modules()):
+        for module in list(self.modules()):
             for child_name, child in list(module.named_children()):
                 if isinstance(child, BasicTransformerBlock):
                     setattr(module, child_name, VideoTransformerBlock(child))
-                elif child_name in ("norm1", "norm2") and isinstance(child, nn.GroupNorm) and "resnets" in name:
-                    setattr(module, child_name, _as_frame_norm(child))
-        self.conv_norm_out = _as_frame_norm(self.conv_norm_out)
+        pool_norms_over_frames(self)
 
     def set_frame_attention(self, mode: str) -> None:
         """``"sparse-causal"`` (the method) or ``"per-frame"`` (each frame attends to itself only, as

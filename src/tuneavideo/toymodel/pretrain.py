@@ -19,13 +19,17 @@ Training, all on the CPU and seeded:
    block's features (FiLM), on posterior samples of the cached latents with random caption
    templates (10% empty captions, for classifier-free guidance with ``""`` as the unconditional prompt);
    AdamW, warm-up then cosine decay; an exponential moving average (EMA) of the UNet is what is saved.
+4. **Video phase**: the UNet is trained on with the ResNet GroupNorm statistics that Tune-A-Video's inflated UNet
+   pools over a video's frames pooled over the frames of rendered training clips (and, in some steps, single frames
+   with their own statistics), so that frames sampled together keep their feature scale as Stable Diffusion's do.
+   The result is still an image model: same layout, same weight names.
 
 The (colour, shape, background) combinations in :data:`~tuneavideo.toymodel.data.HELD_OUT` are never
 rendered during training; :mod:`tuneavideo.toymodel.evaluate` measures the model on them.
 
 Command line::
 
-    python -m tuneavideo.toymodel.pretrain --output DIR            # the shipped recipe (about 80 minutes, one core)
+    python -m tuneavideo.toymodel.pretrain --output DIR            # the shipped recipe (about 2 hours, one core)
     python -m tuneavideo.toymodel.pretrain --output DIR --fast     # a few minutes: a smoke-test model
     python -m tuneavideo.toymodel.pretrain --output DIR --resume   # continue an interrupted run to the same weights
     python -m tuneavideo.toymodel.pretrain --output DIR --device cuda --unet-steps 40000 \
@@ -73,7 +77,8 @@ IMAGE_SIZE = 64
 CHECKPOINT_DIR = "checkpoint"
 
 #: Settings a resumed run may change: none of them changes the arithmetic of the steps.
-RESUMABLE_CHANGES = frozenset({"max_minutes", "unet_stop_step", "log_every", "snapshot_dir", "checkpoint_every"})
+RESUMABLE_CHANGES = frozenset({"max_minutes", "unet_stop_step", "video_stop_step", "log_every", "snapshot_dir",
+                               "checkpoint_every"})
 
 
 def scheduler_config(prediction_type: str = "epsilon") -> dict:
@@ -173,6 +178,24 @@ class PretrainConfig:
     # start from the VAE of an earlier run's pipeline folder instead of a fresh one (with vae_steps=0 the
     # VAE phase is skipped; its scaling factor is recomputed from the latent cache)
     vae_from: str | None = None
+    # start the video phase from the UNet of an earlier run's pipeline folder (same architecture) instead of training
+    # one: the UNet phase is skipped. With the earlier run's seed and settings this gives the full run's weights.
+    unet_from: str | None = None
+    # Video phase, after the UNet phase: the UNet (its EMA weights) is trained on, with the GroupNorm statistics that
+    # Tune-A-Video pools over a video's frames pooled over the frames of rendered clips. Stable Diffusion's frames keep
+    # their feature statistics under that pooling; a small model trained on single images alone does not: sampled
+    # jointly, its frames drifted apart (a frame's own feature std over the pooled one 0.65-1.57, mean |ratio - 1|
+    # 0.10 on validation clips), until frames lost their object. The weights stay an image model's (same layout, same
+    # names; one image is a clip of one frame). 0 steps: no video phase.
+    video_steps: int = 3000
+    video_frames: int = 8  # frames per training clip (the demo's and the benchmark's length); divides unet_batch
+    num_videos: int = 1000  # rendered training clips (none of a held-out combination), encoded once
+    video_lr: float = 2e-4  # warm-up 20 steps, constant, cosine to 0.1x over the last half
+    video_image_share: float = 0.3  # share of the steps that train on single frames (statistics per frame)
+    video_caption_probability: float = 0.7  # share of a clip's captions that use a clip template
+    video_ema_decay: float = 0.995
+    # stop the video phase after this many steps (the learning-rate schedule still spans video_steps)
+    video_stop_step: int | None = None
     # monitoring and storage
     log_every: int = 50
     monitor_every: int = 500  # quick held-out sampling check (0: off)
@@ -186,7 +209,8 @@ FULL = PretrainConfig()
 
 #: A few minutes: a usable-looking smoke-test model (not the shipped quality).
 FAST = replace(
-    FULL, vae_steps=300, num_scenes=2000, unet_steps=300, warmup_steps=30, ema_decay=0.99, monitor_every=0, log_every=25
+    FULL, vae_steps=300, num_scenes=2000, unet_steps=300, warmup_steps=30, ema_decay=0.99, monitor_every=0, log_every=25,
+    video_steps=100, num_videos=100, video_ema_decay=0.99,
 )
 
 
@@ -443,6 +467,56 @@ def _encode_dataset(vae, config: PretrainConfig, rng: np.random.Generator, log: 
     return mean, std, attributes, scaling, object_mask
 
 
+@torch.no_grad()
+def _encode_videos(vae, config: PretrainConfig, rng: np.random.Generator, log: _Log):
+    """The video phase's data: ``config.num_videos`` random training clips of ``config.video_frames`` frames (no
+    held-out combination), encoded once. Returns posterior means and stds ``(n, f, 4, h, w)``, attribute indices
+    ``(n, 4)`` and latent object masks ``(n, f, 1, h, w)``, as :func:`_encode_dataset` for scenes."""
+    from ..toyworld.render import random_clip, scene_at
+    from .data import is_held_out
+
+    device = next(vae.parameters()).device
+    clips = []
+    while len(clips) < config.num_videos:
+        clip = random_clip(rng, num_frames=config.video_frames)
+        if not is_held_out(clip.colour, clip.shape, clip.background):
+            clips.append(clip)
+    scenes = [scene_at(clip, frame) for clip in clips for frame in range(config.video_frames)]
+    means, stds, object_masks = [], [], []
+    chunk = 256
+    for start in range(0, len(scenes), chunk):
+        images, masks = render_batch(scenes[start : start + chunk], IMAGE_SIZE)
+        posterior = vae.encode(torch.from_numpy(images).to(device)).latent_dist
+        means.append(posterior.mean.cpu())
+        stds.append(posterior.std.cpu())
+        scale = IMAGE_SIZE // means[-1].shape[-1]
+        latent_mask = F.max_pool2d(torch.from_numpy(masks), scale)
+        object_masks.append(F.max_pool2d(latent_mask, 3, stride=1, padding=1).to(torch.uint8))
+    shape = (len(clips), config.video_frames)
+    mean, std = torch.cat(means), torch.cat(stds)
+    mask = torch.cat(object_masks)
+    attributes = torch.tensor([scene_attributes(scene_at(clip, 0)) for clip in clips], dtype=torch.long)
+    log(f"encoded {len(clips)} clips of {config.video_frames} frames")
+    return (mean.view(*shape, *mean.shape[1:]), std.view(*shape, *std.shape[1:]), attributes,
+            mask.view(*shape, *mask.shape[1:]))
+
+
+def _denoising_loss(unet, latents, context, noise, timesteps, object_mask, noise_scheduler, loss_weight,
+                    config: PretrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, per-sample error)`` of one batch: the prediction's squared error (object pixels weighted up by
+    ``config.object_loss_weight``), weighted per timestep by ``loss_weight``."""
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    prediction = unet(noisy, timesteps, context).sample
+    target = noise_scheduler.get_velocity(latents, noise, timesteps) if config.prediction_type == "v_prediction" else noise
+    if config.object_loss_weight:
+        weight = 1.0 + config.object_loss_weight * object_mask.float()
+        error = F.mse_loss(prediction, target, reduction="none").mean(dim=1, keepdim=True)
+        per_sample = (weight * error).sum(dim=(1, 2, 3)) / weight.sum(dim=(1, 2, 3))
+    else:
+        per_sample = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
+    return (loss_weight[timesteps] * per_sample).mean(), per_sample
+
+
 def _monitor(vae, text_encoder, tokenizer, unet, log: _Log, seed: int, snapshot: Path | None, step: int,
              prediction_type: str = "epsilon") -> dict:
     """Quick check: one 20-step sample per held-out combination, read by the detector."""
@@ -506,7 +580,7 @@ def pretrain(
             raise ValueError(f"a resumed run keeps the settings it was started with; "
                              f"it may change only {', '.join(sorted(RESUMABLE_CHANGES))}")
         # a limit that stopped the first part does not carry over: the resumed run goes on to unet_steps unless told
-        changes = {"max_minutes": None, "unet_stop_step": None, **{k: v for k, v in changes.items() if k in RESUMABLE_CHANGES}}
+        changes = {"max_minutes": None, "unet_stop_step": None, "video_stop_step": None, **{k: v for k, v in changes.items() if k in RESUMABLE_CHANGES}}
         return _run_pretrain(output_dir, replace(saved, **changes), progress, device, state)
     base = FAST if fast else FULL
     changes = dict(overrides, seed=seed)
@@ -538,6 +612,100 @@ def _run_pretrain(output_dir: Path, config: PretrainConfig, progress: bool, devi
         return _pretrain(output_dir, config, log, start, torch.device(device), state)
     finally:
         torch.set_num_threads(saved_threads)
+
+
+def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Log, start: float, device: torch.device,
+                 state: dict | None, checkpoint) -> tuple[torch.nn.Module, dict]:
+    """The video phase: train a copy of ``unet_weights`` (the UNet phase's EMA weights) with the ResNet GroupNorm
+    statistics pooled over the frames of each rendered clip, as Tune-A-Video's inflated UNet pools them over a video's
+    frames. A step is a batch of ``unet_batch // video_frames`` clips (one caption and one timestep per clip, noise
+    per frame, offset noise per clip) or, with probability ``video_image_share``, ``unet_batch`` single frames of
+    random clips; the loss is the UNet phase's. Random streams of its own (so ``unet_from`` gives the full run's
+    weights). ``state``: the phase's part of a checkpoint to resume from; ``checkpoint(video_state)`` writes one.
+    Returns the EMA UNet (norms per sample again) and the phase's summary."""
+    import copy
+
+    from diffusers import DDPMScheduler
+
+    from ..models.unet import pool_norms_over_frames
+
+    frames = config.video_frames
+    if frames < 2 or config.unet_batch % frames:
+        raise ValueError(f"video_frames {frames} must be at least 2 and divide unet_batch {config.unet_batch}")
+    rng = np.random.default_rng([config.seed, 2])
+    gen = torch.Generator().manual_seed(config.seed + 2_000_003)
+    t0 = time.time()
+    mean, std, attributes, object_mask = _encode_videos(vae, config, rng, log)
+    scaling = vae.config.scaling_factor
+    noise_scheduler = DDPMScheduler(**{k: v for k, v in scheduler_config(config.prediction_type).items()
+                                       if k not in ("skip_prk_steps", "set_alpha_to_one")})
+    loss_weight = loss_weights(noise_scheduler.alphas_cumprod, config).to(device)
+    unet = copy.deepcopy(unet_weights).train().requires_grad_(True)
+    norms = pool_norms_over_frames(unet)
+    ema = copy.deepcopy(unet).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.video_lr, weight_decay=config.weight_decay)
+    history: list[float] = []
+    steps_done, seconds_before = 0, 0.0
+    if state is not None:
+        unet.load_state_dict(state["unet"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        rng.bit_generator.state = state["numpy_rng"]
+        history, steps_done, seconds_before = list(state["history"]), state["steps_done"], state["seconds"]
+        log(f"resuming the video phase at step {steps_done}/{config.video_steps}")
+    t0 -= seconds_before
+    clips, batch = mean.shape[0], config.unet_batch
+    for step in range(steps_done, config.video_steps):
+        if config.video_stop_step is not None and step >= config.video_stop_step:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = config.video_lr * _lr_factor(step, config.video_steps, 20, 0.1, 0.5)
+        if rng.random() < config.video_image_share:  # single frames: statistics per frame
+            clip = torch.randint(clips, (batch,), generator=gen)
+            frame = torch.randint(frames, (batch,), generator=gen)
+            mu, sigma, mask = mean[clip, frame], std[clip, frame], object_mask[clip, frame]
+            captions = [random_caption(attributes[i].tolist(), rng, config.clip_caption_probability, config.caption_dropout)
+                        for i in clip]
+            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=gen)
+            offset = torch.randn(batch, mu.shape[1], 1, 1, generator=gen)
+            pooled = 1
+        else:  # whole clips: statistics pooled over each clip's frames
+            count = batch // frames
+            clip = torch.randint(clips, (count,), generator=gen)
+            mu, sigma, mask = mean[clip].flatten(0, 1), std[clip].flatten(0, 1), object_mask[clip].flatten(0, 1)  # ((n f), ...)
+            captions = [caption for i in clip for caption in [random_caption(
+                attributes[i].tolist(), rng, config.video_caption_probability, config.caption_dropout)] * frames]
+            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (count,), generator=gen)
+            timesteps = timesteps.repeat_interleave(frames)
+            offset = torch.randn(count, mu.shape[1], 1, 1, generator=gen).repeat_interleave(frames, dim=0)
+            pooled = frames
+        for norm in norms:
+            norm.num_frames = pooled
+        latents = ((mu + sigma * torch.randn(mu.shape, generator=gen)) * scaling).to(device)
+        noise = (torch.randn(latents.shape, generator=gen) + config.offset_noise * offset).to(device)
+        loss, per_sample = _denoising_loss(unet, latents, context_of(captions), noise, timesteps.to(device),
+                                           mask.to(device), noise_scheduler, loss_weight, config)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), config.max_grad_norm)
+        optimizer.step()
+        _ema_update(ema, unet, min(config.video_ema_decay, (1 + step) / (10 + step)))
+        history.append(per_sample.mean().item())
+        steps_done = step + 1
+        if config.log_every and (steps_done % config.log_every == 0 or steps_done == config.video_steps):
+            log(f"video step {steps_done}/{config.video_steps}  mse {np.mean(history[-config.log_every:]):.4f}  "
+                f"lr {optimizer.param_groups[0]['lr']:.2e}  {(time.time() - t0) / steps_done:.2f} s/step")
+        if checkpoint is not None and steps_done % config.checkpoint_every == 0 and steps_done < config.video_steps:
+            checkpoint({"unet": unet.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                        "generator": gen.get_state(), "numpy_rng": rng.bit_generator.state, "history": history,
+                        "steps_done": steps_done, "seconds": time.time() - t0})
+    for module in ema.modules():  # the saved model normalises each image by itself
+        if hasattr(module, "num_frames"):
+            module.num_frames = 1
+    summary = {"steps_done": steps_done, "seconds": time.time() - t0,
+               "final_mse": float(np.mean(history[-max(1, len(history) // 10):])) if history else None}
+    return ema, summary
 
 
 def load_checkpoint(output_dir: str | Path) -> dict:
@@ -642,10 +810,29 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
             rng.bit_generator.state = state["numpy_rng"]
             history, monitors = list(state["history"]), list(state["monitors"])
             steps_done, monitor_seconds, unet_seconds_before = state["steps_done"], state["monitor_seconds"], state["unet_seconds"]
+        elif config.unet_from:  # the UNet phase is skipped: the video phase starts from an earlier run's UNet
+            from diffusers import UNet2DConditionModel
+
+            earlier = UNet2DConditionModel.from_pretrained(Path(config.unet_from) / "unet", local_files_only=True)
+            ema_unet.load_state_dict(earlier.float().state_dict())  # strict: the same architecture, every key
+            unet.load_state_dict(ema_unet.state_dict())
+            log(f"UNet taken from {config.unet_from}")
+
+        def checkpoint(video: dict | None = None) -> None:
+            _save_checkpoint(output_dir, {
+                "config": asdict(config), "steps_done": steps_done, "vae": vae.state_dict(), "vae_summary": vae_summary,
+                "unet": unet.state_dict(), "ema_unet": ema_unet.state_dict(), "optimizer": optimizer.state_dict(),
+                **({"text_encoder": text_encoder.state_dict(), "ema_text": ema_text.state_dict()}
+                   if config.train_text_encoder else {}),
+                "generator": gen.get_state(), "numpy_rng": rng.bit_generator.state, "history": history,
+                "monitors": monitors, "monitor_seconds": monitor_seconds, "unet_seconds": unet_seconds,
+                "elapsed_seconds": time.time() - start, **({"video": video} if video is not None else {}),
+            })
+
         t0 = time.time() - unet_seconds_before
         stopped_early = False
         n = mean.shape[0]
-        for step in range(steps_done, config.unet_steps):
+        for step in range(steps_done, 0 if config.unet_from else config.unet_steps):
             if config.unet_stop_step is not None and step >= config.unet_stop_step:
                 break
             if config.max_minutes is not None and (time.time() - start) / 60 > config.max_minutes:
@@ -668,16 +855,8 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
                 noise = noise + config.offset_noise * torch.randn(latents.shape[:2] + (1, 1), generator=gen)
             noise = noise.to(device)
             timesteps = draw_timesteps(config, noise_scheduler.config.num_train_timesteps, gen).to(device)
-            noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-            prediction = unet(noisy, timesteps, context).sample
-            target = noise_scheduler.get_velocity(latents, noise, timesteps) if config.prediction_type == "v_prediction" else noise
-            if config.object_loss_weight:
-                weight = 1.0 + config.object_loss_weight * object_mask[index].to(device).float()
-                error = F.mse_loss(prediction, target, reduction="none").mean(dim=1, keepdim=True)
-                per_sample = (weight * error).sum(dim=(1, 2, 3)) / weight.sum(dim=(1, 2, 3))
-            else:
-                per_sample = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
-            loss = (loss_weight[timesteps] * per_sample).mean()
+            loss, per_sample = _denoising_loss(unet, latents, context, noise, timesteps, object_mask[index].to(device),
+                                               noise_scheduler, loss_weight, config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -701,16 +880,21 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
                     save_pipeline(snapshot / "pipeline", vae, ema_text, tokenizer_dir, ema_unet, config)
                 monitor_seconds += time.time() - m0
             if config.checkpoint_every and steps_done % config.checkpoint_every == 0 and steps_done < config.unet_steps:
-                _save_checkpoint(output_dir, {
-                    "config": asdict(config), "steps_done": steps_done, "vae": vae.state_dict(), "vae_summary": vae_summary,
-                    "unet": unet.state_dict(), "ema_unet": ema_unet.state_dict(), "optimizer": optimizer.state_dict(),
-                    **({"text_encoder": text_encoder.state_dict(), "ema_text": ema_text.state_dict()}
-                       if config.train_text_encoder else {}),
-                    "generator": gen.get_state(), "numpy_rng": rng.bit_generator.state, "history": history,
-                    "monitors": monitors, "monitor_seconds": monitor_seconds, "unet_seconds": time.time() - t0,
-                    "elapsed_seconds": time.time() - start,
-                })
+                unet_seconds = time.time() - t0
+                checkpoint()
         unet_seconds = time.time() - t0
+
+        # 4. video phase
+        saved_unet, video_summary = ema_unet, None
+        unet_complete = bool(config.unet_from) or steps_done == config.unet_steps
+        if config.video_steps and unet_complete and not stopped_early:
+            if config.checkpoint_every and (state is None or "video" not in state):
+                checkpoint()  # the UNet phase is done: an interrupted video phase starts again from here
+            context_of = _caption_caches(tokenizer, ema_text, device)[1]
+            saved_unet, video_summary = _train_video(vae, ema_unet, context_of, config, log, start, device,
+                                                     state.get("video") if state else None,
+                                                     checkpoint if config.checkpoint_every else None)
+        complete = unet_complete and (not config.video_steps or (video_summary or {}).get("steps_done") == config.video_steps)
 
         summary = {
             "config": asdict(config),
@@ -721,6 +905,7 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
             "unet_steps_done": steps_done,
             "unet_stopped_early": stopped_early,
             "unet_seconds": unet_seconds,
+            "video": video_summary,
             "monitor_seconds": monitor_seconds,
             "final_mse": float(np.mean(history[-max(1, len(history) // 10) :])) if history else None,
             "monitor": monitors,
@@ -730,8 +915,8 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
             "torch": torch.__version__,
             "python": platform.python_version(),
         }
-        save_pipeline(output_dir, vae, ema_text, tokenizer_dir, ema_unet, config)
-        if steps_done == config.unet_steps:  # complete: nothing left to resume
+        save_pipeline(output_dir, vae, ema_text, tokenizer_dir, saved_unet, config)
+        if complete:  # nothing left to resume
             shutil.rmtree(output_dir / CHECKPOINT_DIR, ignore_errors=True)
         summary["total_seconds"] = time.time() - start
         summary["weights_bytes"] = sum(p.stat().st_size for p in output_dir.rglob("*.safetensors"))

@@ -11,7 +11,8 @@ def _pct(value) -> str:
 
 
 #: Settings that do not change the weights (monitoring, where snapshots go, the time budget, which a stop step replaces).
-_NOT_WEIGHTS = ("log_every", "monitor_every", "snapshot_dir", "max_minutes", "unet_stop_step", "checkpoint_every")
+_NOT_WEIGHTS = ("log_every", "monitor_every", "snapshot_dir", "max_minutes", "unet_stop_step", "video_stop_step",
+                "checkpoint_every")
 _FLAGS = {"seed": "--seed", "vae_steps": "--vae-steps", "unet_steps": "--unet-steps", "threads": "--threads"}
 
 
@@ -57,6 +58,7 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
     attention = config.get("unet_attention", [True] * (len(config["unet_channels"]) - 1) + [False])
     down_blocks = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention]
     up_blocks = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in attention]
+    video = training.get("video")
     pooled = ", pooled caption embedding added to the timestep embedding" if config.get("pooled_text_conditioning") else ""
     if config.get("unet_time_scale_shift", "default") == "scale_shift":
         pooled += ", which scales and shifts every ResNet block's normalised features (`resnet_time_scale_shift` scale_shift)"
@@ -90,7 +92,8 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
         "",
         f"* Total time: {training['total_seconds'] / 60:.1f} min on the CPU "
         f"(VAE {training['vae']['seconds'] / 60:.1f} min, latent cache {training['latent_cache_seconds'] / 60:.1f} min, "
-        f"UNet{' + text encoder' if trains_text else ''} {training['unet_seconds'] / 60:.1f} min).",
+        f"UNet{' + text encoder' if trains_text else ''} {training['unet_seconds'] / 60:.1f} min"
+        + (f", video phase {video['seconds'] / 60:.1f} min" if video else "") + ").",
         (f"* VAE: taken unchanged from `{config['vae_from']}` (`vae_from`, no VAE steps); its own recipe is in that "
          "model's TRAINING.md.") if config.get("vae_from") and not config["vae_steps"] else
         f"* VAE: {config['vae_steps']} steps x {config['vae_batch']} freshly rendered scenes, AdamW lr {config['vae_lr']}, "
@@ -99,6 +102,8 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
         f"final reconstruction loss {training['vae']['final_reconstruction_loss']:.5f}.",
         f"* Latent cache: {config['num_scenes']} rendered training scenes encoded once; "
         f"scaling_factor {training['scaling_factor']:.4f} (unit-variance latents).",
+        (f"* UNet: taken unchanged from `{config['unet_from']}` (`unet_from`, no UNet steps); its own recipe is in that "
+         "model's TRAINING.md.") if config.get("unet_from") else
         f"* UNet{' + text encoder' if trains_text else ' (text encoder frozen at its seeded initialisation)'}: "
         f"{training['unet_steps_done']} of {config['unet_steps']} steps x {config['unet_batch']} "
         f"(posterior samples of cached latents, random caption templates incl. clip templates "
@@ -110,6 +115,19 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
         f"(warm-up {config['warmup_steps']}, constant, cosine to {config['final_lr_fraction']:g}x over the last "
         f"{_pct(config['decay_fraction'])}), EMA {config['ema_decay']} "
         f"(the saved weights); final MSE {training['final_mse']:.4f}.",
+    ]
+    if video:
+        lines.append(
+            f"* Video phase (the UNet trained on with the GroupNorm statistics that Tune-A-Video pools over a video's "
+            f"frames pooled over each training clip's frames): {video['steps_done']} of {config['video_steps']} steps x "
+            f"{config['unet_batch']} frames: {config['num_videos']} rendered training clips of {config['video_frames']} "
+            f"frames encoded once; a step is {config['unet_batch'] // config['video_frames']} clips (one caption, clip "
+            f"templates {_pct(config['video_caption_probability'])}, and one timestep per clip; offset noise per clip) "
+            f"or, in {_pct(config['video_image_share'])} of the steps, {config['unet_batch']} single frames with "
+            f"statistics per frame; the UNet phase's loss; AdamW lr {config['video_lr']} (warm-up 20, constant, cosine to "
+            f"0.1x over the last half), EMA {config['video_ema_decay']} (the saved weights); final MSE "
+            f"{video['final_mse']:.4f}.")
+    lines += [
         "",
         "## Architecture",
         "",
