@@ -465,7 +465,10 @@ def edit(
         raise RunError("no edit prompt given (or an empty one); pass --prompt 'your edit' at least once")
     sample = sample or tuned.config.sample
     replace(tuned.config, sample=sample).validate("edit")
-    tuned.windows(sample)  # an overlap the (tuned) window cannot hold fails here, before any work
+    windows = tuned.windows(sample)  # an overlap the (tuned) window cannot hold fails here, before any work
+    if windows is not None:
+        _note(f"note: {tuned.config.video.num_frames} frames, in windows of {windows.size} sharing {windows.overlap} "
+              "(--window, --overlap)")
     if sample.inversion != "ddim" or sample.control != "none":  # the words and the source prompt, before any work
         from .control import plan_tokens
 
