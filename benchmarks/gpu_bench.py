@@ -16,7 +16,11 @@ weights' values), the real clip ``man-skiing.mp4`` at 24 frames, 512x512, every 
    inversion steps, 50 guided sampling steps;
 5. variants of the tuning step, each a ``tune()`` run of a few steps: the low-memory profile, no
    checkpointing, channels-last, cuDNN autotuning, plain fp32, and torch.compile (in a child process
-   with a time limit).
+   with a time limit);
+6. a long video: the tuned run (24 frames) inverts and edits 96 frames (``--long-frames``) of the clip played
+   forward then back (man-skiing has 91 frames), through ``load_run(..., num_frames=96)``, in windows of the
+   tuned length sharing a quarter (``tuneavideo.windows``), then all 96 at once: seconds per inversion and
+   sampling step and peak memory of each.
 
 Timings are medians after warm-up steps; ``torch.cuda.max_memory_allocated`` is reset between
 phases. Prints a table last (also written beside the JSON, as .txt) and writes JSON after every phase,
@@ -605,6 +609,52 @@ def job_and_phases(bench: Bench, base, args, work: Path) -> None:
         del tuned, pipe
 
 
+def long_video(bench: Bench, base, args, work: Path) -> None:
+    """Phase 6: more frames than tuned, windowed and whole, on the run of ``job_and_phases``."""
+    from dataclasses import replace
+
+    from tuneavideo.editing import load_run
+    from tuneavideo.inversion import ddim_invert
+    from tuneavideo.video import probe_video, read_video, write_video
+
+    device, run_dir = bench.device, work / "default"
+    if not (run_dir / "adapter.safetensors").is_file():
+        return
+    total = probe_video(args.video).num_frames
+    frames = read_video(args.video, num_frames=total, width=args.size, height=args.size)  # (f, 3, h, w)
+    loop = torch.cat([frames, frames.flip(0)[1:-1]])  # forward, then back
+    loop = loop.repeat(-(-args.long_frames // len(loop)), 1, 1, 1)[: args.long_frames]
+    clip = work / "long-clip.mp4"
+    write_video(clip, loop, fps=8)
+    del frames, loop
+    tuned = load_run(run_dir, base_model=base, device=device, video=str(clip), num_frames=args.long_frames, start=0, stride=1)
+    pipe, record = tuned.pipe, bench.data["long_video"]
+    record.update(frames=args.long_frames, tuned_frames=args.frames, clip=f"{args.video.name} forward then back, stride 1")
+    mean, _ = pipe.encode_video(tuned.source)
+    empty = pipe.encode_prompt([""]).to(tuned.dtype)
+    for name, window in (("windows", 0), ("whole", args.long_frames)):
+        sample = replace(tuned.config.sample, window=window)
+        windows = tuned.windows(sample)
+        with bench.phase(f"long video: {args.long_frames} frames, {name}"):
+            result = {"windows": [windows.size, windows.overlap] if windows else None}
+            release(device)
+            reset_peak(device)
+            timer = StepTimer(device).start()
+            inverted = ddim_invert(pipe.unet, pipe.scheduler, mean, empty, args.inversion_steps, callback=timer, windows=windows)
+            result["inversion"] = {**timer.summary(), "peak_gib": peak_gib(device)}
+            release(device)
+            reset_peak(device)
+            timer = StepTimer(device).start()
+            generator = torch.Generator(device).manual_seed(33)
+            pipe(EDIT_PROMPT, args.long_frames, args.size, args.size, args.sample_steps, sample.guidance_scale, "", 0.0, generator,
+                 inverted, callback=timer, output_type="latent", windows=windows)
+            result["sampling"] = {**timer.summary(), "peak_gib": peak_gib(device)}
+            record[name] = result
+            bench.log(f"   {name}: {result}")
+            bench.save()
+    del tuned, pipe
+
+
 def summarize(bench: Bench, args) -> None:
     """Ratios to the reference and the floor, and the targets (on a GPU at the full size only)."""
     data = bench.data
@@ -689,6 +739,15 @@ def table(bench: Bench) -> str:
     fid = data.get("fidelity", {})
     if fid:
         rows.append(("fidelity: output cosine", fmt(fid.get("output_cosine")), f"grad cosine {fmt(fid.get('grad_cosine'))}, min {fmt(fid.get('grad_cosine_min'))}, pass {fid.get('pass')}"))
+    long = data.get("long_video", {})
+    for name in ("windows", "whole"):
+        if name in long:
+            run = long[name]
+            what = f"windows of {run['windows'][0]} sharing {run['windows'][1]}" if run["windows"] else "all at once"
+            rows.append((f"long video: {long['frames']} frames, {what}",
+                         f"{fmt(run['inversion']['median_step_s'], ' s')} / {fmt(run['sampling']['median_step_s'], ' s')}",
+                         f"inversion / sampling step; peak {fmt(run['inversion']['peak_gib'], ' GiB')} / "
+                         f"{fmt(run['sampling']['peak_gib'], ' GiB')}"))
     for name, target in summary.get("targets", {}).items():
         rows.append((f"target {name}", str(target["value"]), f"limit {target.get('limit', '')} {'PASS' if target['pass'] else 'FAIL'}"))
     width = max(len(r[0]) for r in rows)
@@ -727,6 +786,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "on a CPU all but compile; '' for none)")
     parser.add_argument("--budget-s", type=float, default=360,
                         help="skip the remaining variants past this many seconds; compile gets what is left (default 360)")
+    parser.add_argument("--long-frames", type=int, help="frames of the long-video phase, edited with the tuned run (default 96; "
+                        "--tiny 10; 0: skip it)")
     parser.add_argument("--fidelity-frames", type=int, help="frames of the fidelity check (default 4; --tiny 3)")
     parser.add_argument("--fidelity-latent", type=int, help="latent size of the fidelity check (default 32, i.e. 256 px; --tiny 8)")
     parser.add_argument("--work", type=Path, help="keep the run folders (tuned adapter, edits) under this folder (default: a temporary one, removed)")
@@ -738,12 +799,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.tiny and args.toy:
         parser.error("--tiny and --toy are two different models; pick one")
     if args.toy:
-        for key, value in dict(frames=8, size=64, inversion_steps=25, sample_steps=25, fidelity_latent=16).items():
+        for key, value in dict(frames=8, size=64, inversion_steps=25, sample_steps=25, fidelity_latent=16, long_frames=32).items():
             if getattr(args, key) is None:
                 setattr(args, key, value)
     defaults = dict(frames=(4, 24), size=(64, 512), warmup=(1, 3), steps=(2, 10), variant_warmup=(1, 2), variant_steps=(1, 5),
                     fp32_warmup=(1, 1), fp32_steps=(1, 3), inversion_steps=(3, 50), sample_steps=(3, 50), fidelity_frames=(3, 4),
-                    fidelity_latent=(8, 32))
+                    fidelity_latent=(8, 32), long_frames=(10, 96))
     for key, (small, full) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, small if tiny else full)
@@ -792,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
             "gpu_memory_gib": round(torch.cuda.get_device_properties(device).total_memory / GIB, 1) if device.type == "cuda" else None,
         },
         "reference": REFERENCE, "targets": TARGETS, "summary": {}, "flops": {}, "matmul": {}, "fidelity": {}, "tuning": {}, "job": {},
-        "inversion": {}, "sampling": {}, "vae": {},
+        "inversion": {}, "sampling": {}, "vae": {}, "long_video": {},
     }
     bench.log(f"{card}, torch {torch.__version__}, {args.frames} frames {args.size}x{args.size}, out {args.out}")
 
@@ -873,6 +934,10 @@ def run_all(bench: Bench, base, args, work: Path) -> None:
         with bench.phase(f"tuning: {name}"):
             run_variant(bench, base, args, name, work)
         shutil.rmtree(work / name, ignore_errors=True)  # its checkpoint: ~0.9 GB at SD 1.5's size
+
+    if args.long_frames:
+        with bench.phase("long video"):
+            long_video(bench, base, args, work)
 
     if flops_job is not None:
         with bench.phase("flops"):

@@ -221,7 +221,7 @@ CASES = [
     ("inv-latents-no-key", lambda c: inv_latents(c, "latents.safetensors", {"x": torch.zeros(1)}), ["does not hold video latents"]),
     ("inv-latents-wrong-shape", lambda c: inv_latents(c, "latents.pt", torch.zeros(1, 4, 3, 4, 4)), ["shape", "4 frames"]),
     ("inv-latents-missing", lambda c: c.edit("--inv-latents", str(c.dir / "none.pt")), ["none.pt"]),
-    ("edit-num-frames", lambda c: c.edit("--num-frames", "16"), ["--num-frames 16", "4 frames at 32x32"]),
+    ("edit-num-frames", lambda c: c.edit("--num-frames", "16"), ["square.mp4 has 6 frames", "16 frames"]),
     ("edit-width", lambda c: c.edit("--width", "64", "--no-inversion"), ["--width 64"]),
     ("edit-steps-zero", lambda c: c.edit("--steps", "0"), ["num_inference_steps"]),
     ("edit-guidance-nan", lambda c: c.edit("--guidance", "nan"), ["guidance_scale nan"]),

@@ -68,6 +68,12 @@ def test_every_figure_is_there(bench):
         assert number(job[key]), key
     assert job["projected_s"] > job["measured_s"]  # 500 steps, not 3
 
+    long = data["long_video"]  # 10 frames edited with the 4-frame run: windows of 4 sharing 1, then all at once
+    assert long["frames"] == 10 and long["windows"]["windows"] == [4, 1] and long["whole"]["windows"] is None
+    for name in ("windows", "whole"):
+        for phase in ("inversion", "sampling"):
+            assert long[name][phase]["steps"] == 3 and number(long[name][phase]["median_step_s"]), (name, phase)
+
     summary = data["summary"]
     for key in ("floor_s_at_790_tflops", "step_over_floor_790", "floor_s_at_measured_matmul", "step_over_floor_measured", "achieved_tflops"):
         assert number(summary[key]) and summary[key] > 0, key
@@ -84,6 +90,7 @@ def test_prints_a_table_last_and_writes_the_edit(bench):
     lines = stdout.strip().splitlines()
     table = lines[lines.index(next(line for line in lines if line.startswith("tuning step [default]"))) - 1:]
     assert any(line.startswith("whole job") for line in table) and any(line.startswith("FLOPs of one tuning step") for line in table)
+    assert any(line.startswith("long video: 10 frames, windows of 4 sharing 1") for line in table)
     assert "wrote" in lines[-1] and (work.parent / "bench.txt").is_file()
     edits = list(work.glob("bench-*/default/edits/*.mp4"))
     assert len(edits) == 2  # the edit and the side-by-side

@@ -209,7 +209,8 @@ def test_reference_config_settings_are_honoured_or_named(tmp_path):
 
 def test_edit_a_reference_folder_reads_the_frames_it_was_tuned_on(tiny_sd, skiing, tuned_run, tmp_path, capsys):
     """With --video, a reference folder's source is read as the reference read it: from --start, every --stride-th
-    frame, squashed (its reader's resize), or as its config (--config) says; a run folder refuses other values."""
+    frame, squashed (its reader's resize), or as its config (--config) says; in a run folder they pick frames of the video
+    it was tuned on (tests/test_long_video.py), and a range past its end is an error."""
     from tuneavideo.editing import load_run
 
     folder = reference_folder(tiny_sd, tmp_path / "reference-output")
@@ -226,5 +227,5 @@ def test_edit_a_reference_folder_reads_the_frames_it_was_tuned_on(tiny_sd, skiin
     assert main(["edit", str(folder), "--video", str(skiing), "--config", str(config), "--output", str(tmp_path / "edits")]) == 0
     assert "editing with the 1 prompt of the run's config" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "edits").glob("*.gif")] == ["a-cat-is-skiing.gif"]
-    fails(capsys, ["edit", str(tuned_run), "--stride", "3", "--prompt", "a cat"], "--stride 3", "drop --stride")
+    fails(capsys, ["edit", str(tuned_run), "--stride", "31", "--prompt", "a cat"], "4 frames at stride 31")
     fails(capsys, ["edit", str(tuned_run), "--config", str(config), "--prompt", "a cat"], "--config", "run folder")

@@ -73,13 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--prompt", dest="prompts", action="append", default=[], help="an edit prompt (repeatable)")
     edit.add_argument("--output", "-o", help="where to write the videos (default RUN_DIR/edits)")
     edit.add_argument("--base-model", help="apply the tuned tensors to another base of the same SD version (e.g. DreamBooth)")
-    edit.add_argument("--video", help="source video (reference folders only; a run folder has its own)")
+    edit.add_argument("--video", help="source video: a reference folder's; for a run folder, in place of the video it was "
+                                      "tuned on (then nothing is cached)")
     edit.add_argument("--inv-latents", help="inverted latents: the reference's inv_latents/ddim_latent-*.pt")
-    edit.add_argument("--num-frames", type=int, help="frames (reference folders without --inv-latents)")
+    edit.add_argument("--num-frames", type=int,
+                      help="frames to edit, range(start, len, stride)[:N] of the source video: for a run folder, read from "
+                           "the video it was tuned on, any number (default: the tuned clip's)")
+    edit.add_argument("--all-frames", action="store_true",
+                      help="edit every frame of the source video from --start at --stride, in place of --num-frames")
     edit.add_argument("--width", type=int, help="width (reference folders without --inv-latents)")
     edit.add_argument("--height", type=int, help="height (reference folders without --inv-latents)")
-    edit.add_argument("--start", type=int, help="first frame of --video (reference folders; default 0)")
-    edit.add_argument("--stride", type=int, help="take every N-th frame of --video (reference folders; default 1)")
+    edit.add_argument("--start", type=int, help="first frame of the source video (default: the tuned clip's; reference folders 0)")
+    edit.add_argument("--stride", type=int, help="take every N-th frame of the source video (default: the tuned clip's; "
+                                                 "reference folders 1)")
     edit.add_argument("--resize", choices=RESIZE_MODES, help="fit --video to the size (reference folders; default squash, as the reference)")
     edit.add_argument("--config", help="the reference config a reference folder was tuned with: its frames, size, sampling settings "
                                        "and prompts (flags override it)")
@@ -103,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--blend", nargs="+", metavar="WORD",
                       help="words whose cross-attention marks the region to edit; outside it the source is kept (with --control)")
     edit.add_argument("--blend-threshold", type=float, help="threshold of the blend mask normalised to 1 (default 0.3)")
+    edit.add_argument("--window", type=int,
+                      help="frames per window of temporal attention and the pooled norms, for more frames than tuned "
+                           "(default: the tuned clip's length; one window as long as the video runs it whole)")
+    edit.add_argument("--overlap", type=int,
+                      help="frames neighbouring windows share, blended with linear ramps at every step (default: a quarter "
+                           "of the window)")
     edit.add_argument("--coupled-guidance", action="store_true", default=None,
                       help="the edit's guidance uses the inversion's unconditional embedding too (default: the plain one, "
                            "Video-P2P's decoupled guidance)")
@@ -126,6 +138,7 @@ def _overrides(args: argparse.Namespace, fields: tuple[str, ...], rename: dict[s
 
 SAMPLE_FIELDS = ("num_inference_steps", "guidance_scale", "negative_prompt", "eta", "seed", "num_inversion_steps", "use_inversion")
 CONTROL_FIELDS = ("inversion", "control", "cross_replace", "self_replace", "reweight", "blend", "blend_threshold", "coupled_guidance")
+WINDOW_FIELDS = ("window", "overlap")
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -167,9 +180,9 @@ def _edit(args: argparse.Namespace) -> int:
     tuned = load_run(
         args.run_dir, base_model=args.base_model, device=args.device, mixed_precision=args.mixed_precision,
         video=args.video, inv_latents=args.inv_latents, num_frames=args.num_frames, width=args.width, height=args.height,
-        start=args.start, stride=args.stride, resize=args.resize, config=reference,
+        start=args.start, stride=args.stride, resize=args.resize, config=reference, all_frames=args.all_frames,
     )
-    sample = replace(tuned.config.sample, **_overrides(args, SAMPLE_FIELDS + CONTROL_FIELDS))
+    sample = replace(tuned.config.sample, **_overrides(args, SAMPLE_FIELDS + CONTROL_FIELDS + WINDOW_FIELDS))
     result = edit(tuned, args.prompts or None, sample, args.output, fps=args.fps)
     print(f"wrote {len(result.files)} files to {result.files[0].parent}")
     return 0

@@ -103,6 +103,10 @@ class SampleConfig:
     # False (Video-P2P's decoupled guidance): the edited branch's guidance uses the plain unconditional embedding,
     # the source branch the inversion's; True: both use the inversion's
     coupled_guidance: bool = False
+    # Videos longer than the tuned clip (tuneavideo.windows): temporal attention and the pooled norms act on windows of
+    # `window` frames (0: the tuned clip's length), neighbours sharing `overlap` frames (-1: a quarter of the window)
+    window: int = 0
+    overlap: int = -1
 
 
 @dataclass
@@ -194,7 +198,17 @@ class RunConfig:
             raise ConfigError(f"guidance_scale {s.guidance_scale} is not finite; use e.g. 12.5")
         if not 0 <= s.eta <= 1:
             raise ConfigError(f"eta {s.eta} must be between 0 (deterministic DDIM) and 1")
+        _check_windows(s)
         _check_control(s)
+
+
+def _check_windows(s: SampleConfig) -> None:
+    if s.window < 0:
+        raise ConfigError(f"window {s.window} is negative; give a frame count such as 16, or 0 for the tuned clip's length")
+    if s.overlap < -1:
+        raise ConfigError(f"overlap {s.overlap} is negative; give a frame count such as 4, or -1 for a quarter of the window")
+    if s.window and s.overlap >= s.window:
+        raise ConfigError(f"overlap {s.overlap} must be smaller than the window of {s.window} frames; use e.g. --overlap {s.window // 4}")
 
 
 def _check_control(s: SampleConfig) -> None:

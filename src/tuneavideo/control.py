@@ -46,6 +46,7 @@ from diffusers.models.attention_processor import Attention
 from .config import ConfigError, SampleConfig, parse_reweight
 from .inversion import ddim_invert
 from .models.attention import SparseCausalAttnProcessor
+from .windows import FrameWindows
 
 SELF_MAX_TOKENS = 16 * 16  # self-attention is injected at maps of at most 16x16 tokens (P2P's limit)
 CROSS_MAX_TOKENS = 32 * 32  # FateZero records and replaces cross-attention at maps of at most 32x32 tokens
@@ -148,10 +149,10 @@ class ControlledSelfAttnProcessor(SparseCausalAttnProcessor):
     def __init__(self, controller: AttentionController, name: str):
         self.controller, self.name = controller, name
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, num_frames=1):
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, num_frames=1, frame_window=None):
         if encoder_hidden_states is not None or attention_mask is not None:
             raise ValueError("sparse-causal attention is self-attention without a mask")
-        query, key, value = self.query_key_value(attn, hidden_states, num_frames)  # ((b f), heads, n | 2n, d)
+        query, key, value = self.query_key_value(attn, hidden_states, num_frames, frame_window)  # ((b f), heads, n | 2n, d)
         if self.controller.wants_self(query.shape[2]):
             probs = self.controller.self_attention(attention_probs(attn, query, key), self.name)  # ((b f), heads, n, 2n)
             out = probs @ value
@@ -210,6 +211,10 @@ class AttentionController:
     ``mode``: ``"p2p"`` (batch rows ``[source, edit]``, with guidance twice: unconditional then conditional),
     ``"fatezero"`` (rows ``[edit]``, source maps from ``record``), or ``"record"`` (FateZero's inversion, one row,
     filling ``record``). ``num_frames`` and ``latent_size`` ``(h, w)`` are those of the latents sampled.
+
+    In windows (:mod:`tuneavideo.windows`), the UNet tells :meth:`begin_window` which frames it runs: maps are
+    replaced window by window, the record keeps one map per frame of the video (a frame in two windows: the later
+    window's), and each window's blend mask fills its frames of the video's mask (a frame in two windows: the union).
     """
 
     def __init__(self, mode: str, plan: TokenPlan, *, num_frames: int, num_steps: int, latent_size: tuple[int, int],
@@ -220,12 +225,14 @@ class AttentionController:
         if mode != "p2p" and record is None:
             raise ValueError(f"a {mode} controller needs an AttentionRecord")
         self.mode, self.plan, self.record = mode, plan, record
-        self.num_frames, self.latent_size = num_frames, latent_size
+        self.total_frames, self.latent_size = num_frames, latent_size
+        self.num_frames, self.span = num_frames, range(num_frames)  # the frames the UNet runs now (one window)
         self.cross_steps = int(num_steps * cross_replace)  # P2P's count: steps 0 .. cross_steps - 1 are replaced
         self.self_steps = int(num_steps * self_replace)
         self.threshold = threshold
         self.step = 0
-        self.maps: dict[int, list[torch.Tensor]] = {}  # the blend words' maps of this step, by branch (0 source, 1 edit)
+        self.maps: dict[int, list[torch.Tensor]] = {}  # the blend words' maps of this window, by branch (0 source, 1 edit)
+        self.mask: torch.Tensor | None = None  # (total_frames, 1, h, w): this step's blend mask of the windows so far
 
     # -- the pipeline's calls
 
@@ -252,21 +259,39 @@ class AttentionController:
 
     def begin_step(self, step: int) -> None:
         self.step = step
+        self.maps, self.mask = {}, None
+
+    def begin_window(self, index: int, span: range) -> None:
+        """The UNet runs the frames ``span`` of the video next (window ``index``; one span of all frames unwindowed)."""
+        self.close_window()
+        self.num_frames, self.span = len(span), span
+
+    def close_window(self) -> None:
+        """Merge the blend masks of the window that ran last into the video's mask ``(total_frames, 1, h, w)``: the
+        union of the branches' masks, and where windows overlap the union of theirs."""
+        if not self.maps:
+            return
+        mask = torch.stack([self.blend_mask(maps) for maps in self.maps.values()]).amax(0)  # (f, 1, h, w): the union
+        if self.mask is None:
+            self.mask = mask.new_zeros((self.total_frames, *mask.shape[1:]))
+        frames = slice(self.span.start, self.span.stop)
+        self.mask[frames] = torch.maximum(self.mask[frames], mask)
         self.maps = {}
 
     def after_step(self, latents: torch.Tensor) -> torch.Tensor:
         """P2P's local blending: outside the mask, the edit row of ``latents`` ``(2, c, f, h, w)`` is the source's."""
-        if self.mode != "p2p" or not self.plan.blends or not self.maps:
+        self.close_window()
+        if self.mode != "p2p" or not self.plan.blends or self.mask is None:
             return latents
-        mask = torch.stack([self.blend_mask(maps) for maps in self.maps.values()]).amax(0)  # (f, 1, h, w): the union
-        mask = mask.transpose(0, 1).to(latents.dtype)  # (1, f, h, w), broadcast over channels
+        mask = self.mask.transpose(0, 1).to(latents.dtype)  # (1, f, h, w), broadcast over channels
         latents[1] = latents[0] + mask * (latents[1] - latents[0])
         return latents
 
     def finish_record_step(self) -> None:
         """In ``record`` mode, keep this step's blend mask."""
-        if self.mode == "record" and self.maps and self.step < self.self_steps:
-            self.record.masks[self.step] = self.blend_mask(self.maps[0]).half().cpu()
+        self.close_window()
+        if self.mode == "record" and self.mask is not None and self.step < self.self_steps:
+            self.record.masks[self.step] = self.mask.half().cpu()
 
     # -- the processors' calls
 
@@ -276,13 +301,14 @@ class AttentionController:
     def self_attention(self, probs: torch.Tensor, name: str) -> torch.Tensor:
         """Maps ``((b f), heads, n, 2n)``: recorded, copied from the source row, or fused with the recorded ones."""
         video = probs.view(-1, self.num_frames, *probs.shape[1:])  # (b, f, heads, n, 2n)
+        frames = slice(self.span.start, self.span.stop)
         if self.mode == "record":
-            self.record.self_maps[(self.step, name)] = video[0].half().cpu()
+            self.keep(self.record.self_maps, (self.step, name), video[0])
         elif self.mode == "p2p":
             video[-1] = video[-2]
         else:
-            source = self.record.self_maps[(self.step, name)].to(probs.device, probs.dtype)
-            mask = self.level_mask(self.record.masks[self.step], probs.shape[2]).to(probs.dtype)  # (f, 1, n, 1)
+            source = self.record.self_maps[(self.step, name)][frames].to(probs.device, probs.dtype)
+            mask = self.level_mask(self.record.masks[self.step][frames], probs.shape[2]).to(probs.dtype)  # (f, 1, n, 1)
             video[-1] = mask * video[-1] + (1 - mask) * source
         return probs
 
@@ -293,7 +319,7 @@ class AttentionController:
         replacing = 0 <= self.step < self.cross_steps
         if self.mode == "record":
             if replacing and tokens <= CROSS_MAX_TOKENS:
-                self.record.cross_maps[(self.step, name)] = video[0].half().cpu()
+                self.keep(self.record.cross_maps, (self.step, name), video[0])
             if self.step < self.self_steps:
                 self.collect(0, video[0], self.plan.source_blend)
         elif self.mode == "p2p":
@@ -302,11 +328,22 @@ class AttentionController:
             if replacing:
                 video[-1] = self.replace(video[-2], video[-1])
         elif replacing and tokens <= CROSS_MAX_TOKENS:
-            source = self.record.cross_maps[(self.step, name)].to(probs.device, probs.dtype)
+            source = self.record.cross_maps[(self.step, name)][self.span.start:self.span.stop].to(probs.device, probs.dtype)
             video[-1] = self.replace(source, video[-1])
         return probs
 
     # -- helpers
+
+    def keep(self, record: dict[tuple[int, str], torch.Tensor], key: tuple[int, str], maps: torch.Tensor) -> None:
+        """Record the maps ``(f, ...)`` of the frames the UNet runs now, on the CPU in fp16, at their frames of the
+        video's ``(total_frames, ...)`` (a later window overwrites the frames it shares with an earlier one)."""
+        maps = maps.half().cpu()
+        if len(self.span) == self.total_frames:
+            record[key] = maps
+            return
+        if key not in record:
+            record[key] = maps.new_zeros((self.total_frames, *maps.shape[1:]))
+        record[key][self.span.start:self.span.stop] = maps
 
     def replace(self, source: torch.Tensor, edit: torch.Tensor) -> torch.Tensor:
         """The edit's maps ``(f, heads, n, l)`` with the aligned tokens' taken from the source's, then reweighted."""
@@ -357,9 +394,11 @@ def build_controller(tokenizer, sample: SampleConfig, source_prompt: str, edit_p
 
 
 def record_attention(unet, scheduler, latents: torch.Tensor, context: torch.Tensor, tokenizer, sample: SampleConfig,
-                     source_prompt: str, *, latent_size: tuple[int, int], callback=None) -> tuple[torch.Tensor, AttentionRecord]:
+                     source_prompt: str, *, latent_size: tuple[int, int], callback=None,
+                     windows: FrameWindows | None = None) -> tuple[torch.Tensor, AttentionRecord]:
     """FateZero's inversion: DDIM-invert ``latents`` ``(1, c, f, h, w)`` with the source prompt's embedding
-    ``context``, recording the maps the edit will use. Returns the inverted latents and the record."""
+    ``context``, recording the maps the edit will use. Returns the inverted latents and the record. ``windows``: the
+    UNet runs on windows of frames, as the edit's sampling must then too."""
     steps = sample.num_inference_steps
     record = AttentionRecord()
     plan = plan_tokens(tokenizer, source_prompt, source_prompt, blend=sample.blend, blend_in_source=True)
@@ -375,7 +414,8 @@ def record_attention(unet, scheduler, latents: torch.Tensor, context: torch.Tens
             callback(done, total)
 
     with recorder.attached(unet):
-        inverted = ddim_invert(unet, scheduler, latents, context, steps, callback=advance)
+        inverted = ddim_invert(unet, scheduler, latents, context, steps, callback=advance, windows=windows,
+                               on_window=recorder.begin_window)
     return inverted, record
 
 

@@ -13,16 +13,17 @@ from safetensors.torch import load_file
 
 from . import __version__
 from .adapter import load_adapter
-from .config import RunConfig, SampleConfig, parse_reweight
+from .config import RunConfig, SampleConfig, VideoConfig, parse_reweight
 from .inversion import ddim_invert, null_text_optimise
 from .loading import BaseModel, load_base
 from .pipeline import TuneAVideoPipeline
-from .runfolder import (ADAPTER, CONFIG, EDITS, INVERSION, INVERSIONS, PROMPT_INVERSION, SOURCE, PromptInversionFile, RunError,
-                        atomic_json, find_inversion, first_line, latest_checkpoint, read_inversion, read_prompt_inversion, slug,
-                        write_inversion, write_prompt_inversion)
+from .runfolder import (ADAPTER, CONFIG, EDITS, INVERSION, INVERSIONS, SOURCE, PromptInversionFile, RunError, atomic_json,
+                        find_inversion, first_line, frames_key, latest_checkpoint, prompt_inversion_path, read_inversion,
+                        read_prompt_inversion, slug, write_inversion, write_prompt_inversion)
 from .tuning import (base_key, build_pipeline, build_video_unet, place, progress_bar, resolve_device, resolve_precision,
                      vae_key)
-from .video import read_video, side_by_side, write_video
+from .video import probe_video, read_video, side_by_side, write_video
+from .windows import FrameWindows
 
 
 def _note(message: str) -> None:
@@ -31,7 +32,10 @@ def _note(message: str) -> None:
 
 @dataclass
 class TunedModel:
-    """A tuned video model ready to edit: the pipeline, its run config, and the inverted source."""
+    """A tuned video model ready to edit: the pipeline, its run config, and the inverted source.
+
+    ``config.video`` is the clip edited: the tuned clip, or other frames of its source video (``tuned_clip`` then says
+    which frames tuning used; their count is the default window, :mod:`tuneavideo.windows`)."""
 
     pipe: TuneAVideoPipeline
     config: RunConfig
@@ -47,6 +51,22 @@ class TunedModel:
     base_model: str | None = None  # the base the edit runs on, when not the run's own
     # The inversion with the source prompt (negative-prompt and null-text inversion), once made or read
     prompt_inverted: PromptInversionFile | None = None
+    tuned_clip: VideoConfig | None = None  # the tuned frames, when config.video holds others; None: the same, or unknown
+    inversion_frames: str = ""  # the frames behind ``inverted`` (runfolder.frames_key; empty: the tuned clip, unwindowed)
+
+    def windows(self, sample: SampleConfig) -> FrameWindows | None:
+        """The windows ``sample`` asks for on this clip (``window`` 0: the tuned clip's length); None: the whole clip
+        at once, as tuned."""
+        tuned = (self.tuned_clip or self.config.video).num_frames
+        return FrameWindows.resolve(sample.window, sample.overlap, tuned, self.config.video.num_frames)
+
+    def frames(self, sample: SampleConfig) -> str:
+        """The name of the frames inverted, for the run folder's cache (:func:`~tuneavideo.runfolder.frames_key`):
+        empty for the tuned clip run whole."""
+        vc, windows = self.config.video, self.windows(sample)
+        if windows is None and self.tuned_clip is None:
+            return ""
+        return frames_key(vc.start, vc.stride, vc.num_frames, *((windows.size, windows.overlap) if windows else ()))
 
     def _source_mean(self) -> torch.Tensor:
         """The source latents ``(1, c, f, h/8, w/8)``: those tuning used (stored in the run folder); only without
@@ -65,21 +85,24 @@ class TunedModel:
                            "give the reference config with --config")
         return prompt
 
-    def invert(self, steps: int | None = None, progress: bool = True) -> torch.Tensor:
-        """DDIM-invert the source latents with the empty prompt, keep the result, and cache it in the run folder."""
-        steps = steps or self.config.sample.num_inversion_steps
+    def invert(self, steps: int | None = None, progress: bool = True, sample: SampleConfig | None = None) -> torch.Tensor:
+        """DDIM-invert the source latents with the empty prompt (in the windows ``sample`` asks for, default the run's
+        sample settings), keep the result, and cache it in the run folder."""
+        sample = sample or self.config.sample
+        steps = steps or sample.num_inversion_steps
+        windows, frames = self.windows(sample), self.frames(sample)
         mean = self._source_mean()
         empty = self.pipe.encode_prompt([""]).to(self.dtype)
         bar = progress_bar(None, progress, desc="inverting", total=steps)
         self.inverted = ddim_invert(self.pipe.unet, self.pipe.scheduler, mean, empty, steps,
-                                    callback=lambda i, n: bar.update(1) if bar else None)
-        self.inversion_steps = steps
+                                    callback=lambda i, n: bar.update(1) if bar else None, windows=windows)
+        self.inversion_steps, self.inversion_frames = steps, frames
         if bar:
             bar.close()
         if self.base_key is not None and self.inverted.isfinite().all():
             try:
                 write_inversion(self.run_dir, self.inverted, steps=steps, base_key=self.base_key,
-                                base_model=self.base_model or self.config.tune.base_model)
+                                base_model=self.base_model or self.config.tune.base_model, frames=frames)
             except OSError as error:  # a read-only run folder: the edit goes on without the cache
                 _note(f"note: cannot keep the inversion in {self.run_dir / INVERSIONS} ({error.strerror or error}); "
                       "the next edit inverts again")
@@ -94,20 +117,22 @@ class TunedModel:
         null = sample.inversion == "null-text"
         prompt = self._source_prompt(f"--inversion {sample.inversion}")
         key = self.base_key or ""
+        windows, frames = self.windows(sample), self.frames(sample)
 
         def fits(found: PromptInversionFile | None) -> bool:
             return (found is not None and found.steps == steps and found.base_key == key and found.prompt == prompt
+                    and found.frames == frames
                     and (not null or (found.null_embeddings is not None and found.guidance_scale == guidance)))
 
         found = self.prompt_inverted
         if not fits(found) and self.base_key is not None:
-            cached = read_prompt_inversion(self.run_dir, self.config.video.num_frames)
+            cached = read_prompt_inversion(self.run_dir, self.config.video.num_frames, frames)
             if fits(cached):
                 found = cached
             elif cached is not None and (cached.null_embeddings is not None or not null):
                 made = f"{cached.steps} steps" + (f" at guidance {cached.guidance_scale:g}" if cached.null_embeddings is not None else "")
-                _note(f"note: {self.run_dir / PROMPT_INVERSION} was made with {made} (or another base); inverting again "
-                      f"with {steps} steps" + (f" at guidance {guidance:g}" if null else ""))
+                _note(f"note: {prompt_inversion_path(self.run_dir, frames)} was made with {made} (or another base); inverting "
+                      f"again with {steps} steps" + (f" at guidance {guidance:g}" if null else ""))
         if fits(found):
             self.prompt_inverted = found
             return found
@@ -115,7 +140,8 @@ class TunedModel:
         context = self.pipe.encode_prompt([prompt]).to(self.dtype)
         bar = progress_bar(None, progress, desc="inverting with the source prompt", total=steps)
         trajectory = ddim_invert(self.pipe.unet, self.pipe.scheduler, self._source_mean(), context, steps,
-                                 callback=lambda i, n: bar.update(1) if bar else None, return_trajectory=True)
+                                 callback=lambda i, n: bar.update(1) if bar else None, return_trajectory=True,
+                                 windows=windows)
         if bar:
             bar.close()
         embeddings = None
@@ -123,16 +149,16 @@ class TunedModel:
             empty = self.pipe.encode_prompt([sample.negative_prompt])
             bar = progress_bar(None, progress, desc="null-text optimisation", total=steps)
             embeddings = null_text_optimise(self.pipe.unet, self.pipe.scheduler, trajectory, context, empty, guidance,
-                                            callback=lambda i, n: bar.update(1) if bar else None)
+                                            callback=lambda i, n: bar.update(1) if bar else None, windows=windows)
             if bar:
                 bar.close()
-        found = PromptInversionFile(trajectory[-1], steps, key, prompt, embeddings, guidance if null else None)
+        found = PromptInversionFile(trajectory[-1], steps, key, prompt, embeddings, guidance if null else None, frames)
         self.prompt_inverted = found
         if self.base_key is not None and trajectory[-1].isfinite().all():
             try:
                 write_prompt_inversion(self.run_dir, found)
             except OSError as error:  # a read-only run folder: the edit goes on without the cache
-                _note(f"note: cannot keep the inversion in {self.run_dir / PROMPT_INVERSION} ({error.strerror or error}); "
+                _note(f"note: cannot keep the inversion in {prompt_inversion_path(self.run_dir, frames)} ({error.strerror or error}); "
                       "the next edit inverts again")
         return found
 
@@ -148,20 +174,24 @@ class TunedModel:
         video = self.pipe(
             prompt, vc.num_frames, vc.height, vc.width, sample.num_inference_steps, sample.guidance_scale,
             sample.negative_prompt, sample.eta, generator, latents, callback=lambda i, n: bar.update(1) if bar else None,
+            windows=self.windows(sample),
         )[0]
         if bar:
             bar.close()
         return video
 
     def _ddim_latents(self, sample: SampleConfig, progress: bool) -> torch.Tensor:
-        """The DDIM inversion with the empty prompt in ``sample.num_inversion_steps``: kept, cached, or made."""
-        steps = sample.num_inversion_steps
-        if self.inverted is None or (self.inversion_steps is not None and self.inversion_steps != steps):
-            cached = find_inversion(self.run_dir, self.base_key, steps, self.config.video.num_frames) if self.base_key else None
+        """The DDIM inversion with the empty prompt in ``sample.num_inversion_steps`` (and ``sample``'s windows): kept,
+        cached, or made."""
+        steps, frames = sample.num_inversion_steps, self.frames(sample)
+        if self.inverted is None or (self.inversion_steps is not None and (self.inversion_steps, self.inversion_frames) != (steps, frames)):
+            cached = (find_inversion(self.run_dir, self.base_key, steps, self.config.video.num_frames, frames=frames)
+                      if self.base_key else None)
             if cached is not None:
                 self.inverted, self.inversion_steps = cached.latents.to(self.pipe.unet.device), steps
+                self.inversion_frames = frames
             elif self.inverted is None or self.source is not None or self.source_latents is not None:
-                self.invert(steps, progress)
+                self.invert(steps, progress, sample)
         return self.inverted
 
     def _controlled_sample(self, prompt: str, sample: SampleConfig, progress: bool) -> torch.Tensor:
@@ -175,6 +205,7 @@ class TunedModel:
         device = pipe.unet.device
         size = (vc.height // pipe.latent_scale, vc.width // pipe.latent_scale)
         steps = sample.num_inference_steps
+        windows = self.windows(sample)
         if sample.inversion == "ddim":
             latents, inverted_uncond = self._ddim_latents(sample, progress), None
         else:
@@ -192,7 +223,8 @@ class TunedModel:
                 context = pipe.encode_prompt([source_prompt]).to(self.dtype)
                 bar = progress_bar(None, progress, desc="recording attention", total=steps)
                 _, record = record_attention(pipe.unet, pipe.scheduler, self._source_mean(), context, pipe.tokenizer, sample,
-                                             source_prompt, latent_size=size, callback=lambda i, n: bar.update(1) if bar else None)
+                                             source_prompt, latent_size=size, callback=lambda i, n: bar.update(1) if bar else None,
+                                             windows=windows)
                 if bar:
                     bar.close()
             else:
@@ -208,7 +240,7 @@ class TunedModel:
         bar = progress_bar(None, progress, desc=f"sampling '{prompt[:40]}'", total=steps)
         videos = pipe(prompts, vc.num_frames, vc.height, vc.width, steps, sample.guidance_scale, sample.negative_prompt,
                       sample.eta, generator, latents, callback=lambda i, n: bar.update(1) if bar else None,
-                      uncond_embeddings=uncond, controller=controller)
+                      uncond_embeddings=uncond, controller=controller, windows=windows)
         if bar:
             bar.close()
         return videos[-1]
@@ -229,6 +261,7 @@ def load_run(
     stride: int | None = None,
     resize: str | None = None,
     config: RunConfig | None = None,
+    all_frames: bool = False,
 ) -> TunedModel:
     """Load a run folder written by ``tuneavideo tune``, or a pipeline folder saved by the reference.
 
@@ -238,40 +271,58 @@ def load_run(
     the frames it was tuned on: ``start``, ``stride`` and ``resize`` (default squash, as the reference reads
     videos), or ``config``, the reference config it was tuned with (``RunConfig.load`` of its YAML), which
     also gives the sampling settings and prompts. A run folder has its own config and source.
+
+    Frames in both: ``range(start, len, stride)[:num_frames]`` of the video, as tuning samples them; ``all_frames``:
+    all of that range (in place of ``num_frames``). For a run folder, what is not given is the tuned clip's; other
+    frames than the tuned clip are read from the video it was tuned on (its original file, ``config.video.path``, or
+    ``video``), at the run's size and resize mode, and edited with the adapter unchanged, in windows of the tuned
+    length (:mod:`tuneavideo.windows`); their inversions are cached in the run folder like the tuned clip's.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run folder {run_dir} does not exist; give the --output folder of 'tuneavideo tune'")
+    if all_frames and num_frames is not None:
+        raise RunError(f"--all-frames and --num-frames {num_frames}: give one of them")
     device = resolve_device(device)
     dtype = resolve_precision(mixed_precision, device)
     inverted = _read_latents(inv_latents) if inv_latents else None
-    inversion_steps = key = source_latents = label = None
-    asked = {"--num-frames": num_frames, "--width": width, "--height": height}
-    clip = {"start": start, "stride": stride, "resize": resize}
+    inversion_steps = key = source_latents = label = tuned_clip = source = None
 
     if (run_dir / CONFIG).is_file():
         if config is not None:
             raise RunError(f"--config: {run_dir} is a run folder with its own {CONFIG}; drop --config (it is for reference folders)")
         config = RunConfig.load(run_dir / CONFIG)
-        for name, value in clip.items():
-            if value is not None and value != getattr(config.video, name):
-                raise RunError(f"--{name} {value}: {run_dir} has its own source, tuned with --{name} {getattr(config.video, name)}; "
-                               f"drop --{name} (it is for reference folders with --video)")
+        vc = config.video
+        if resize is not None and resize != vc.resize:
+            raise RunError(f"--resize {resize}: {run_dir} was tuned with --resize {vc.resize}, and its frames are read so; drop --resize")
         if not (run_dir / ADAPTER).is_file():
             advice = (f"resume it with 'tuneavideo tune --output {run_dir} --resume'" if latest_checkpoint(run_dir)
                       else "it has no checkpoint to resume from: tune again into a new folder")
             raise RunError(f"{run_dir} has no {ADAPTER}: tuning did not finish; {advice}")
-        vc = config.video
-        _check_size(asked, vc, f"{run_dir} was tuned on")  # a tuned model edits at the frame count and size it learnt
-        saved = read_inversion(run_dir / INVERSION, vc.num_frames) if video is None and (run_dir / INVERSION).is_file() else None
+        _check_size({"--width": width, "--height": height}, vc, f"{run_dir} was tuned on")  # a tuned model edits at the size it learnt
+        if all_frames and video is None:
+            _check_tuned_video(vc, run_dir)
+        edited = _frames_asked(vc, num_frames, start, stride, all_frames, video or vc.path)
+        if edited != vc:  # other frames than the tuned clip: from the video itself, before any model loads
+            if video is None:
+                _check_tuned_video(vc, run_dir)
+            tuned_clip, config.video = vc, edited
+            vc = edited
+        if video is not None or tuned_clip is not None:
+            source = read_video(video or vc.path, num_frames=vc.num_frames, start=vc.start, stride=vc.stride,
+                                width=vc.width, height=vc.height, resize=vc.resize)
+        own_clip = video is None and tuned_clip is None  # the run's own tuned frames: its stored latents and inversions serve
+        saved = read_inversion(run_dir / INVERSION, vc.num_frames) if own_clip and (run_dir / INVERSION).is_file() else None
         base = base_model if isinstance(base_model, BaseModel) else load_base(base_model or config.tune.base_model, dtype=torch.float32)
         key = base_key(base) if video is None else None
         unet = build_video_unet(base, config.tune.frame_attention, config.tune.frame_norms)
         load_adapter(unet, run_dir / ADAPTER)
-        source = read_video(run_dir / SOURCE, num_frames=vc.num_frames, width=vc.width, height=vc.height) if (run_dir / SOURCE).is_file() else None
-        if video is None:  # the run's own source: its stored latents and inversions serve
-            own_base = base_model is None or base_model == config.tune.base_model
+        if source is None and (run_dir / SOURCE).is_file():
+            source = read_video(run_dir / SOURCE, num_frames=vc.num_frames, width=vc.width, height=vc.height)
+        if video is None:
             label = base.source if base_model is not None else None
+        if own_clip:
+            own_base = base_model is None or base_model == config.tune.base_model
             if saved is not None and saved.source_latents is not None and saved.vae_key == vae_key(base):
                 source_latents = saved.source_latents
             if inverted is None and saved is not None:
@@ -289,20 +340,27 @@ def load_run(
             if video is not None and start is None and stride is None:
                 _note("note: reading --video from its first frame, every frame; if the reference tuned on other frames "
                       "(its configs use sample_start_idx and sample_frame_rate, e.g. 2), give --start/--stride or --config")
+        else:
+            tuned_clip = copy.deepcopy(config.video)  # what the reference config tuned on: the default window
         config = copy.deepcopy(config)
         config.tune.base_model = str(run_dir)
         vc = config.video
-        for name, value in clip.items():
+        for name, value in {"start": start, "stride": stride, "resize": resize}.items():
             if value is not None:
                 setattr(vc, name, value)
         if inverted is not None:
             scale = _pixels_per_latent(base)
             vc.num_frames, vc.height, vc.width = inverted.shape[2], inverted.shape[3] * scale, inverted.shape[4] * scale
-            _check_size(asked, vc, f"--inv-latents {inv_latents} hold")
+            _check_size({"--num-frames": num_frames, "--width": width, "--height": height}, vc, f"--inv-latents {inv_latents} hold")
+        if all_frames:
+            if video is None:
+                raise RunError("--all-frames reads the frames of --video; give --video (the clip the reference was tuned on)")
+            vc.num_frames = _frames_asked(vc, None, None, None, True, video).num_frames
         vc.num_frames = num_frames or vc.num_frames
         vc.width = width or vc.width
         vc.height = height or vc.height
-        source = None
+        if tuned_clip is not None and tuned_clip.num_frames == vc.num_frames:
+            tuned_clip = None
     else:
         raise RunError(f"{run_dir} is neither a tuneavideo run folder ({CONFIG}) nor a saved pipeline (model_index.json)")
 
@@ -311,7 +369,7 @@ def load_run(
         raise RunError(f"the inverted latents have shape {tuple(inverted.shape)}, but {run_dir} edits {vc.num_frames} frames "
                        f"at {vc.width}x{vc.height} (latents of {vc.height // scale}x{vc.width // scale}); give the latents of this run")
     config.validate()
-    if video is not None:
+    if video is not None and source is None:
         source = read_video(video, num_frames=vc.num_frames, start=vc.start, stride=vc.stride, width=vc.width, height=vc.height, resize=vc.resize)
 
     pipe = build_pipeline(base, unet, log=_note)
@@ -321,7 +379,32 @@ def load_run(
         module.requires_grad_(False)
     if inverted is not None:
         inverted = inverted.to(device)
-    return TunedModel(pipe, config, run_dir, source, inverted, dtype, inversion_steps, key, source_latents, label)
+    return TunedModel(pipe, config, run_dir, source, inverted, dtype, inversion_steps, key, source_latents, label,
+                      tuned_clip=tuned_clip)
+
+
+def _frames_asked(vc: VideoConfig, num_frames: int | None, start: int | None, stride: int | None, all_frames: bool,
+                  path: str | Path) -> VideoConfig:
+    """``vc`` with the frames asked for: ``num_frames`` frames (or, with ``all_frames``, every one to the end of the
+    video ``path``) from ``start`` at ``stride``, each ``vc``'s own when not given."""
+    start = vc.start if start is None else start
+    stride = vc.stride if stride is None else stride
+    if start < 0 or stride < 1 or (num_frames is not None and num_frames < 1):
+        raise RunError(f"--num-frames {num_frames} --start {start} --stride {stride}: give at least 1 frame, a start of 0 "
+                       "or more and a stride of at least 1")
+    count = num_frames or vc.num_frames
+    if all_frames:
+        total = probe_video(path).num_frames
+        count = len(range(start, total, stride))
+        if count == 0:
+            raise RunError(f"--all-frames from frame {start}: {path} has only {total} frames; give a --start below {total}")
+    return replace(vc, num_frames=count, start=start, stride=stride)
+
+
+def _check_tuned_video(vc: VideoConfig, run_dir: Path) -> None:
+    if not Path(vc.path).exists():
+        raise RunError(f"{vc.path}, the video {run_dir} was tuned on, is not there; other frames than the tuned ones are "
+                       "read from it: run from the folder tuning ran in, or give the video with --video")
 
 
 def _pixels_per_latent(base: BaseModel) -> int:
@@ -382,6 +465,10 @@ def edit(
         raise RunError("no edit prompt given (or an empty one); pass --prompt 'your edit' at least once")
     sample = sample or tuned.config.sample
     replace(tuned.config, sample=sample).validate("edit")
+    windows = tuned.windows(sample)  # an overlap the (tuned) window cannot hold fails here, before any work
+    if windows is not None:
+        _note(f"note: {tuned.config.video.num_frames} frames, in windows of {windows.size} sharing {windows.overlap} "
+              "(--window, --overlap)")
     if sample.inversion != "ddim" or sample.control != "none":  # the words and the source prompt, before any work
         from .control import plan_tokens
 
@@ -428,11 +515,13 @@ def _record(tuned: TunedModel, prompt: str | None, sample: SampleConfig, fps: fl
     params = asdict(replace(sample, prompts=[]))
     params.pop("prompts")
     vc = tuned.config.video
+    windows = tuned.windows(sample)
     record = {"prompt": prompt} if prompt is not None else {}
     record.update(
         run_dir=str(tuned.run_dir), base_model=tuned.base_model or tuned.config.tune.base_model, source_prompt=vc.prompt,
-        num_frames=vc.num_frames, width=vc.width, height=vc.height, fps=fps, dtype=str(tuned.dtype).replace("torch.", ""),
-        tuneavideo_version=__version__, **params,
+        num_frames=vc.num_frames, start=vc.start, stride=vc.stride, width=vc.width, height=vc.height, fps=fps,
+        dtype=str(tuned.dtype).replace("torch.", ""), tuneavideo_version=__version__, **params,
+        frame_windows={"window": windows.size, "overlap": windows.overlap} if windows else None,
     )
     return record
 

@@ -10,6 +10,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from .models import TuneAVideoUNet
+from .windows import FrameWindows, WindowedUNet
 
 
 def epsilon_from_output(output: torch.Tensor, sample: torch.Tensor, alpha_t: torch.Tensor, prediction_type: str) -> torch.Tensor:
@@ -30,6 +31,8 @@ def ddim_invert(
     num_steps: int = 50,
     callback: Callable[[int, int], None] | None = None,
     return_trajectory: bool = False,
+    windows: FrameWindows | None = None,
+    on_window: Callable[[int, range], None] | None = None,
 ) -> torch.Tensor | list[torch.Tensor]:
     """Map clean latents ``(b, c, f, h, w)`` to the DDIM noise they come from.
 
@@ -44,7 +47,8 @@ def ddim_invert(
     ``context`` is the empty prompt's embedding in Tune-A-Video. The math runs in float32 whatever
     the UNet's dtype. Returns the latents at the last timestep: the initial noise for sampling; with
     ``return_trajectory``, every latent on the way instead, ``[x_0 (the input), x_1, ..., x_T]`` (``num_steps + 1``
-    tensors, the last one the usual result), as null-text inversion needs.
+    tensors, the last one the usual result), as null-text inversion needs. ``windows``: the UNet runs on windows of
+    frames at every step (:class:`~tuneavideo.windows.WindowedUNet`, which tells ``on_window`` each window).
     """
     scheduler.set_timesteps(num_steps, device=latents.device)
     timesteps = scheduler.timesteps.flip(0)  # increasing: 1, 21, ..., 981
@@ -53,6 +57,7 @@ def ddim_invert(
     final_alpha = torch.as_tensor(scheduler.final_alpha_cumprod, dtype=torch.float32, device=latents.device)
     prediction_type = scheduler.config.prediction_type
     dtype = next(unet.parameters()).dtype
+    model = WindowedUNet(unet, windows, on_window)
 
     x = latents.float()
     trajectory = [x]
@@ -60,7 +65,7 @@ def ddim_invert(
         t_prev = int(t) - stride
         a_prev = alphas[t_prev] if t_prev >= 0 else final_alpha
         a_t = alphas[int(t)]
-        output = unet(x.to(dtype), t, context.to(dtype)).sample.float()
+        output = model(x.to(dtype), t, context.to(dtype)).sample.float()
         eps = epsilon_from_output(output, x, a_t, prediction_type)  # the model was told t
         x0 = (x - (1 - a_prev).sqrt() * eps) / a_prev.sqrt()
         x = a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
@@ -81,6 +86,7 @@ def null_text_optimise(
     learning_rate: float = 1e-2,
     epsilon: float = 1e-5,
     callback: Callable[[int, int], None] | None = None,
+    windows: FrameWindows | None = None,
 ) -> torch.Tensor:
     """Null-text inversion (Mokady et al. 2023, algorithm 1): one unconditional embedding per sampling step such
     that guided DDIM sampling with ``context`` (the source prompt) from ``trajectory[-1]`` retraces ``trajectory``
@@ -92,11 +98,14 @@ def null_text_optimise(
     against ``trajectory[T - i - 1]``: at most ``inner_steps`` iterations at a learning rate of
     ``learning_rate * (1 - i / 100)``, stopping early once the loss is below ``epsilon + 2e-5 * i`` (the schedules
     of the authors' code). One embedding per step serves all frames of the video. Returns the embeddings
-    ``(steps, 1, l, d)`` in sampling order, float32. The UNet's weights get no gradient.
+    ``(steps, 1, l, d)`` in sampling order, float32. The UNet's weights get no gradient. ``windows``: the UNet runs
+    on windows of frames (:class:`~tuneavideo.windows.WindowedUNet`); the gradient flows through every window, so
+    the optimisation's memory, unlike sampling's, grows with the number of windows.
     """
     num_steps = len(trajectory) - 1
     scheduler.set_timesteps(num_steps, device=trajectory[-1].device)
     dtype = next(unet.parameters()).dtype
+    model = WindowedUNet(unet, windows)
     context = context.to(dtype)
     embedding = uncond.detach().float()
     optimised = []
@@ -104,12 +113,12 @@ def null_text_optimise(
     for i, t in enumerate(scheduler.timesteps):
         target = trajectory[num_steps - i - 1].float()
         with torch.no_grad():
-            cond_output = unet(latent.to(dtype), t, context).sample.float()
+            cond_output = model(latent.to(dtype), t, context).sample.float()
         embedding = embedding.clone().requires_grad_(True)
         optimizer = torch.optim.Adam([embedding], lr=learning_rate * (1 - i / 100))
         for _ in range(inner_steps):
             with torch.enable_grad():
-                uncond_output = unet(latent.to(dtype), t, embedding.to(dtype)).sample.float()
+                uncond_output = model(latent.to(dtype), t, embedding.to(dtype)).sample.float()
                 output = uncond_output + guidance_scale * (cond_output - uncond_output)
                 previous = scheduler.step(output, t, latent).prev_sample
                 loss = torch.nn.functional.mse_loss(previous, target)
@@ -121,7 +130,7 @@ def null_text_optimise(
         embedding = embedding.detach()
         optimised.append(embedding)
         with torch.no_grad():  # go on from where guided sampling with the optimised embedding lands
-            uncond_output = unet(latent.to(dtype), t, embedding.to(dtype)).sample.float()
+            uncond_output = model(latent.to(dtype), t, embedding.to(dtype)).sample.float()
             output = uncond_output + guidance_scale * (cond_output - uncond_output)
             latent = scheduler.step(output, t, latent).prev_sample
         if callback is not None:

@@ -17,6 +17,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from .models import TuneAVideoUNet
+from .windows import FrameWindows, WindowedUNet
 
 if TYPE_CHECKING:
     from .control import AttentionController
@@ -103,6 +104,7 @@ class TuneAVideoPipeline(DiffusionPipeline):
         output_type: str = "video",
         uncond_embeddings: torch.Tensor | None = None,
         controller: AttentionController | None = None,
+        windows: FrameWindows | None = None,
     ) -> torch.Tensor:
         """Sample videos for ``prompt``.
 
@@ -116,6 +118,8 @@ class TuneAVideoPipeline(DiffusionPipeline):
                 ``(steps, b, l, d)`` for one per step (null-text inversion); one row per prompt.
             controller: attention control (:class:`~tuneavideo.control.AttentionController`): its processors are set
                 on the UNet for this call only; it is told each step and may blend the latents after it.
+            windows: run the UNet on windows of frames (:mod:`tuneavideo.windows`) at every step, for videos longer
+                than the tuned clip; ``None`` (or a window at least ``num_frames`` long): the whole video at once.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
@@ -146,6 +150,7 @@ class TuneAVideoPipeline(DiffusionPipeline):
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
+        unet = WindowedUNet(self.unet, windows, on_window=controller.begin_window if controller is not None else None)
         with controller.attached(self.unet) if controller is not None else nullcontext():
             for i, t in enumerate(timesteps):
                 if uncond_embeddings is not None and guided:
@@ -154,7 +159,7 @@ class TuneAVideoPipeline(DiffusionPipeline):
                     controller.begin_step(i)
                 model_input = torch.cat([latents, latents]) if guided else latents
                 model_input = self.scheduler.scale_model_input(model_input, t)
-                output = self.unet(model_input.to(dtype), t, context).sample.float()
+                output = unet(model_input.to(dtype), t, context).sample.float()
                 if guided:
                     uncond, cond_output = output.chunk(2)
                     output = uncond + guidance_scale * (cond_output - uncond)

@@ -9,6 +9,9 @@ name its files; each takes the names and the readers and writers from here::
     RUN_DIR/inversion.safetensors  the source latents tuning used (VAE posterior mean) and their DDIM
                                    inversion with the tuning base (empty prompt)
     RUN_DIR/inversions/KEY-N.safetensors  inversions with another base (KEY) or step count (N), made by edit
+    RUN_DIR/inversions/KEY-N-FRAMES.safetensors  inversions of other frames of the source video, or in windows
+                                   (FRAMES: fS-K-C[-wW-oO], see frames_key), made by edit --num-frames/--all-frames
+    RUN_DIR/inversions/prompt-FRAMES.safetensors  the same as prompt-inversion.safetensors for those frames
     RUN_DIR/prompt-inversion.safetensors  the DDIM inversion with the source prompt, and its null-text
                                    embeddings (one per sampling step), made by edit --inversion null-text
                                    or negative-prompt; replaced when the steps, guidance or base change
@@ -159,18 +162,28 @@ class InversionFile:
     vae_key: str | None = None  # the VAE that encoded source_latents
 
 
+def frames_key(start: int, stride: int, num_frames: int, window: int | None = None, overlap: int | None = None) -> str:
+    """The part of a cache entry's name that says which frames it inverted, when they are not the tuned clip run whole:
+    ``fS-K-C``, the ``C`` frames ``S, S + K, ...`` of the run's source video, then ``-wW-oO`` when the model ran in
+    windows of ``W`` frames sharing ``O`` (:mod:`tuneavideo.windows`)."""
+    key = f"f{start}-{stride}-{num_frames}"
+    return key + (f"-w{window}-o{overlap}" if window is not None else "")
+
+
 def write_inversion(run_dir: Path, latents: torch.Tensor, *, steps: int, base_key: str, base_model: str,
-                    source_latents: torch.Tensor | None = None, vae_key: str | None = None) -> Path:
+                    source_latents: torch.Tensor | None = None, vae_key: str | None = None, frames: str = "") -> Path:
     """Save an inversion: the run's own ``inversion.safetensors`` when ``source_latents`` are given (tuning), else a
-    cache entry ``inversions/KEY-N.safetensors`` for another base or step count (editing)."""
+    cache entry ``inversions/KEY-N[-FRAMES].safetensors`` for another base, step count or frames (editing; ``frames``
+    from :func:`frames_key`, empty for the tuned clip)."""
     tensors = {"latents": latents}
-    metadata = {"num_inversion_steps": str(steps), "prompt": "", "base_key": base_key, "base_model": base_model}
+    metadata = {"num_inversion_steps": str(steps), "prompt": "", "base_key": base_key, "base_model": base_model,
+                "frames": frames}
     if source_latents is not None:
         tensors["source_latents"] = source_latents
         metadata["vae_key"] = vae_key or ""
         path = Path(run_dir) / INVERSION
     else:
-        path = _cache_path(run_dir, base_key, steps)
+        path = _cache_path(run_dir, base_key, steps, frames)
         path.parent.mkdir(exist_ok=True)
     atomic_save_tensors(tensors, path, metadata)
     return path
@@ -192,16 +205,17 @@ def read_inversion(path: Path, num_frames: int) -> InversionFile:
     return InversionFile(path, latents, steps, metadata.get("base_key") or None, source, metadata.get("vae_key") or None)
 
 
-def find_inversion(run_dir: Path, base_key: str, steps: int, num_frames: int, *, legacy: bool = False) -> InversionFile | None:
-    """The run's inversion with base ``base_key`` in ``steps`` steps, if one was saved. ``legacy``: a run's own
-    ``inversion.safetensors`` written without a base key counts as the base's (true when the edit uses the
-    run's own base model)."""
+def find_inversion(run_dir: Path, base_key: str, steps: int, num_frames: int, *, frames: str = "",
+                   legacy: bool = False) -> InversionFile | None:
+    """The run's inversion with base ``base_key`` in ``steps`` steps of the frames ``frames`` (:func:`frames_key`;
+    empty: the tuned clip), if one was saved. ``legacy``: a run's own ``inversion.safetensors`` written without a base
+    key counts as the base's (true when the edit uses the run's own base model)."""
     own = Path(run_dir) / INVERSION
-    if own.is_file():
+    if own.is_file() and not frames:
         found = read_inversion(own, num_frames)
         if found.steps == steps and (found.base_key == base_key or (found.base_key is None and legacy)):
             return found
-    cached = _cache_path(run_dir, base_key, steps)
+    cached = _cache_path(run_dir, base_key, steps, frames)
     return read_inversion(cached, num_frames) if cached.is_file() else None
 
 
@@ -209,7 +223,8 @@ def find_inversion(run_dir: Path, base_key: str, steps: int, num_frames: int, *,
 class PromptInversionFile:
     """The inversion with the source prompt (negative-prompt and null-text inversion): latents ``(1, c, f, h, w)``
     after ``steps`` DDIM steps with base ``base_key``, and, for null-text inversion, the optimised unconditional
-    embeddings ``(steps, 1, l, d)`` for guidance ``guidance_scale``."""
+    embeddings ``(steps, 1, l, d)`` for guidance ``guidance_scale``; of the frames ``frames`` (:func:`frames_key`;
+    empty: the tuned clip)."""
 
     latents: torch.Tensor
     steps: int
@@ -217,23 +232,33 @@ class PromptInversionFile:
     prompt: str
     null_embeddings: torch.Tensor | None = None
     guidance_scale: float | None = None
+    frames: str = ""
+
+
+def prompt_inversion_path(run_dir: Path, frames: str = "") -> Path:
+    """``RUN_DIR/prompt-inversion.safetensors`` for the tuned clip, ``RUN_DIR/inversions/prompt-FRAMES.safetensors``
+    for other frames (``frames`` from :func:`frames_key`)."""
+    return Path(run_dir) / (f"{INVERSIONS}/prompt-{frames}.safetensors" if frames else PROMPT_INVERSION)
 
 
 def write_prompt_inversion(run_dir: Path, found: PromptInversionFile) -> Path:
-    """Save ``RUN_DIR/prompt-inversion.safetensors`` atomically (one per run: a new one replaces the old)."""
+    """Save a prompt inversion at the path of its frames (:func:`prompt_inversion_path`) atomically (one per run and
+    frames: a new one replaces the old)."""
     tensors = {"latents": found.latents}
     metadata = {"num_inversion_steps": str(found.steps), "base_key": found.base_key, "prompt": found.prompt}
     if found.null_embeddings is not None:
         tensors["null_embeddings"] = found.null_embeddings
         metadata["guidance_scale"] = repr(float(found.guidance_scale))
-    path = Path(run_dir) / PROMPT_INVERSION
+    path = prompt_inversion_path(run_dir, found.frames)
+    path.parent.mkdir(exist_ok=True)
     atomic_save_tensors(tensors, path, metadata)
     return path
 
 
-def read_prompt_inversion(run_dir: Path, num_frames: int) -> PromptInversionFile | None:
-    """The run's ``prompt-inversion.safetensors``, or None when there is none; :class:`RunError` if damaged."""
-    path = Path(run_dir) / PROMPT_INVERSION
+def read_prompt_inversion(run_dir: Path, num_frames: int, frames: str = "") -> PromptInversionFile | None:
+    """The run's prompt inversion of ``frames`` (:func:`prompt_inversion_path`), or None when there is none;
+    :class:`RunError` if damaged."""
+    path = prompt_inversion_path(run_dir, frames)
     if not path.is_file():
         return None
     try:
@@ -242,7 +267,7 @@ def read_prompt_inversion(run_dir: Path, num_frames: int) -> PromptInversionFile
             latents = f.get_tensor("latents")
             null = f.get_tensor("null_embeddings") if "null_embeddings" in f.keys() else None
             found = PromptInversionFile(latents, int(metadata["num_inversion_steps"]), metadata["base_key"], metadata["prompt"],
-                                        null, float(metadata["guidance_scale"]) if null is not None else None)
+                                        null, float(metadata["guidance_scale"]) if null is not None else None, frames)
     except Exception as error:  # truncated or random bytes: safetensors raises its own error types
         raise RunError(f"{path} is damaged ({first_line(error)}); delete it: edit then inverts {SOURCE} again") from None
     if latents.ndim != 5 or latents.shape[2] != num_frames or not latents.isfinite().all() or (
@@ -251,8 +276,8 @@ def read_prompt_inversion(run_dir: Path, num_frames: int) -> PromptInversionFile
     return found
 
 
-def _cache_path(run_dir: Path, base_key: str, steps: int) -> Path:
-    return Path(run_dir) / INVERSIONS / f"{base_key}-{steps}.safetensors"
+def _cache_path(run_dir: Path, base_key: str, steps: int, frames: str = "") -> Path:
+    return Path(run_dir) / INVERSIONS / (f"{base_key}-{steps}-{frames}.safetensors" if frames else f"{base_key}-{steps}.safetensors")
 
 
 def first_line(error: BaseException) -> str:

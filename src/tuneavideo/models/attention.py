@@ -7,6 +7,7 @@ frames of one video adjacent in the batch axis. Temporal attention works on ``((
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -14,11 +15,8 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import nn
 
-
-def previous_frame_index(num_frames: int, device: torch.device | None = None) -> torch.Tensor:
-    """Index of the frame each frame attends to besides frame 0: ``max(i - 1, 0)``."""
-    index = torch.arange(num_frames, device=device) - 1
-    return index.clamp_(min=0)
+if TYPE_CHECKING:
+    from ..windows import WindowAnchors
 
 
 class SparseCausalAttnProcessor:
@@ -37,38 +35,42 @@ class SparseCausalAttnProcessor:
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         num_frames: int = 1,
+        frame_window: WindowAnchors | None = None,
     ) -> torch.Tensor:
         if encoder_hidden_states is not None or attention_mask is not None:
             raise ValueError("sparse-causal attention is self-attention without a mask")
-        query, key, value = self.query_key_value(attn, hidden_states, num_frames)
+        query, key, value = self.query_key_value(attn, hidden_states, num_frames, frame_window)
         out = F.scaled_dot_product_attention(query, key, value)  # ((b f), heads, n, d)
         return self.output(attn, out)
 
     @staticmethod
-    def query_key_value(attn: Attention, hidden_states: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, ...]:
+    def query_key_value(attn: Attention, hidden_states: torch.Tensor, num_frames: int,
+                        frame_window: WindowAnchors | None = None) -> tuple[torch.Tensor, ...]:
         """Queries ``((b f), heads, n, d)`` of each frame, keys and values ``((b f), heads, 2n, d)`` of frames 0 and
-        ``max(i - 1, 0)``."""
+        ``max(i - 1, 0)``. With ``frame_window`` (:class:`~tuneavideo.windows.WindowAnchors`), the frames are one
+        window of a longer video: frame 0's keys and values, and those of the frame before the window, come from it."""
         batch_frames, tokens, _ = hidden_states.shape  # ((b f), n, c)
         if batch_frames % num_frames:
             raise ValueError(f"batch of {batch_frames} frames is not a multiple of num_frames={num_frames}")
         batch = batch_frames // num_frames
 
         query = attn.to_q(hidden_states)  # ((b f), n, inner)
-        key = attn.to_k(hidden_states)
-        value = attn.to_v(hidden_states)
-        inner = key.shape[-1]
+        inner = query.shape[-1]
         head_dim = inner // attn.heads
+        key = attn.to_k(hidden_states).view(batch, num_frames, tokens, inner)  # (b, f, n, inner)
+        value = attn.to_v(hidden_states).view(batch, num_frames, tokens, inner)
+        if frame_window is None:
+            first = before = (key[:, :1], value[:, :1])  # frame 0, and frame 0's own max(0 - 1, 0)
+        else:
+            first, before = frame_window.first_and_before(attn, key, value)
 
-        previous = previous_frame_index(num_frames, hidden_states.device)
-
-        def first_and_previous(x: torch.Tensor) -> torch.Tensor:
-            x = x.view(batch, num_frames, tokens, inner)  # (b, f, n, inner)
-            first = x[:, :1].expand(-1, num_frames, -1, -1)
-            x = torch.cat([first, x[:, previous]], dim=2)  # (b, f, 2n, inner)
+        def first_and_previous(x: torch.Tensor, first: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+            previous = torch.cat([before, x[:, :-1]], dim=1)  # (b, f, n, inner): frame i - 1 of each frame
+            x = torch.cat([first.expand(-1, num_frames, -1, -1), previous], dim=2)  # (b, f, 2n, inner)
             return x.view(batch_frames, 2 * tokens, attn.heads, head_dim).transpose(1, 2)  # ((b f), heads, 2n, d)
 
         query = query.view(batch_frames, tokens, attn.heads, head_dim).transpose(1, 2)  # ((b f), heads, n, d)
-        return query, first_and_previous(key), first_and_previous(value)
+        return query, first_and_previous(key, first[0], before[0]), first_and_previous(value, first[1], before[1])
 
     @staticmethod
     def output(attn: Attention, out: torch.Tensor) -> torch.Tensor:
@@ -82,7 +84,7 @@ class SparseCausalAttnProcessor:
 class PerFrameAttnProcessor(AttnProcessor2_0):
     """Plain per-frame self-attention (the image model's attn1), for ablations: ignores ``num_frames``."""
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, num_frames=1):
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, num_frames=1, frame_window=None):
         return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask)
 
 
@@ -135,8 +137,9 @@ class VideoTransformerBlock(nn.Module):
         added_cond_kwargs: dict | None = None,
     ) -> torch.Tensor:
         num_frames = (cross_attention_kwargs or {}).get("num_frames", 1)
+        frame_window = (cross_attention_kwargs or {}).get("frame_window")  # a window of a longer video (windows.py)
         x = hidden_states  # ((b f), n, c)
-        x = self.attn1(self.norm1(x), num_frames=num_frames) + x
+        x = self.attn1(self.norm1(x), num_frames=num_frames, frame_window=frame_window) + x
         x = self.attn2(self.norm2(x), encoder_hidden_states=encoder_hidden_states, attention_mask=encoder_attention_mask) + x
         x = self.ff(self.norm3(x)) + x
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,9 @@ from torch import nn
 
 from ..errors import TuneAVideoError
 from .attention import PerFrameAttnProcessor, SparseCausalAttnProcessor, VideoTransformerBlock, init_temporal
+
+if TYPE_CHECKING:
+    from ..windows import WindowAnchors
 
 SUPPORTED_BLOCKS = {"CrossAttnDownBlock2D", "DownBlock2D", "UNetMidBlock2DCrossAttn", "UpBlock2D", "CrossAttnUpBlock2D"}
 # Block names in the reference's config.json (diffusers 0.11 era) and their 2-D counterparts.
@@ -200,6 +204,7 @@ class TuneAVideoUNet(UNet2DConditionModel):
         timestep: torch.Tensor | float | int,
         encoder_hidden_states: torch.Tensor,
         return_dict: bool = True,
+        frame_window: WindowAnchors | None = None,
     ) -> UNet2DConditionOutput | tuple[torch.Tensor]:
         """Predict noise for video latents.
 
@@ -207,6 +212,9 @@ class TuneAVideoUNet(UNet2DConditionModel):
             sample: ``(b, c, f, h, w)`` noisy latents.
             timestep: a scalar, or ``(b,)``: one timestep for all frames of a video.
             encoder_hidden_states: ``(b, l, d)`` text embeddings, shared by all frames.
+            frame_window: the ``f`` frames are one window of a longer video
+                (:class:`~tuneavideo.windows.WindowedUNet` passes it): sparse-causal attention takes frame 0 and
+                the frame before the window from it; temporal attention and pooled norms see the window's frames.
         Returns:
             ``(b, c_out, f, h, w)``, in a ``UNet2DConditionOutput`` unless ``return_dict=False``.
         """
@@ -218,7 +226,8 @@ class TuneAVideoUNet(UNet2DConditionModel):
         if torch.is_tensor(timestep) and timestep.ndim == 1 and timestep.shape[0] == batch:
             timestep = timestep.repeat_interleave(frames)
         context = encoder_hidden_states.repeat_interleave(frames, dim=0)  # ((b f), l, d)
-        out = super().forward(x, timestep, context, cross_attention_kwargs={"num_frames": frames}, return_dict=False)[0]
+        out = super().forward(x, timestep, context, cross_attention_kwargs={"num_frames": frames, "frame_window": frame_window},
+                            return_dict=False)[0]
         out = out.view(batch, frames, -1, height, width).transpose(1, 2)  # (b, c_out, f, h, w)
         return UNet2DConditionOutput(sample=out) if return_dict else (out,)
 
