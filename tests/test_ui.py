@@ -238,3 +238,38 @@ def test_binding_beyond_this_machine_warns(capsys):
     assert capsys.readouterr().err == ""
     warn_if_exposed("0.0.0.0")
     assert "warning: serving on 0.0.0.0" in capsys.readouterr().err
+
+
+def test_a_second_tab_follows_the_job_and_cancel_then_resume_finish_the_run(server, page):
+    """While a run tunes, a second tab shows its step; Cancel stops it with a checkpoint (no adapter), the Runs tab
+    lists it as interrupted and resumes it, from the page, to a finished run."""
+    studio, url = server
+    expect = pytest.importorskip("playwright.sync_api").expect
+    page.locator("#example input").click()
+    page.get_by_role("option", name=clip_caption(SOURCE)).click()
+    page.locator("#source-message").get_by_text("example").wait_for()
+    page.locator("#train-steps input").fill("400")
+    page.locator("#inversion-steps input").fill("2")
+    page.locator("#run-name textarea, #run-name input").first.fill("long")
+    page.locator("#start-tuning").click()
+
+    second = page.context.new_page()
+    second.goto(url)
+    expect(second.locator("#status")).to_contain_text("tuning long: step", timeout=30_000)
+    expect(second.locator("#status")).to_contain_text("of 400")
+    page.locator("#cancel").click()
+    expect(page.locator("#my-job")).to_contain_text("cancelled at step", timeout=30_000)
+    run = studio.runs_dir / "long"
+    assert list((run / "checkpoints").glob("step-*.pt")) and not (run / "adapter.safetensors").exists()
+
+    second.get_by_role("tab", name="Runs").click()
+    expect(second.locator("#runs-table")).to_contain_text("interrupted at step")
+    second.locator("#resume-run input").click()
+    second.get_by_role("option", name="long").click()
+    expect(second.locator("#resume-steps input")).to_have_value("400")
+    done = len((run / "train.log").read_text().splitlines())
+    second.locator("#resume-steps input").fill(str(done + 2))
+    second.locator("#resume-button").click()
+    expect(second.locator("#my-job")).to_contain_text("finished", timeout=60_000)
+    assert (run / "adapter.safetensors").is_file()
+    assert len((run / "train.log").read_text().splitlines()) == done + 2
