@@ -201,6 +201,13 @@ def test_a_cancelled_run_keeps_its_checkpoint_and_resumes(tmp_path):
         assert job.state == "cancelled", (job.state, job.error)
         [run] = list_runs(studio.runs_dir)
         assert (run.name, run.state, run.step) == ("circle", "interrupted", job.step)
+        restarted = Studio(studio.runs_dir, device="cpu")  # a server started again on the folder resumes nothing
+        try:
+            time.sleep(0.2)
+            assert restarted.jobs.snapshot() == (None, [], [])
+            assert [(r.name, r.state, r.step) for r in list_runs(restarted.runs_dir)] == [("circle", "interrupted", job.step)]
+        finally:
+            restarted.close()
         resumed = studio.submit_resume(run, run.step + 2)
         while resumed.state in ("waiting", "running") and time.time() < deadline:
             time.sleep(0.05)
