@@ -125,6 +125,23 @@ def test_resume_gives_the_same_weights(clip, tmp_path):
     assert not list((tmp_path / "split" / "checkpoints").glob("*.pt"))
 
 
+def test_should_stop_ends_tuning_with_a_resumable_checkpoint(clip, tmp_path):
+    """A stop asked for after step 2 (checkpoints every 3 steps) ends the loop there with a checkpoint of step 2 and no
+    adapter; resuming gives the uninterrupted run's weights."""
+    config = run_config(clip, steps=4, learning_rate=1e-3, checkpoint_every=3)
+    tune(tiny_base(), config, tmp_path / "whole", progress=False)
+    asked = []
+    result = tune(tiny_base(), config, tmp_path / "stopped", progress=False,
+                  should_stop=lambda: asked.append(True) or len(asked) >= 2)
+    assert len(result.losses) == 2 and len(asked) == 2
+    assert not (tmp_path / "stopped" / ADAPTER).exists()
+    assert [p.name for p in (tmp_path / "stopped" / "checkpoints").iterdir()] == ["step-2.pt"]
+    tune(tiny_base(), config, tmp_path / "stopped", progress=False, resume=True, log=lambda s: None)
+    whole, stopped = load_file(tmp_path / "whole" / ADAPTER), load_file(tmp_path / "stopped" / ADAPTER)
+    assert all(torch.equal(whole[key], stopped[key]) for key in whole)
+    assert len((tmp_path / "stopped" / "train.log").read_text().splitlines()) == 4
+
+
 def test_gradient_checkpointing_gives_the_same_step(clip, tmp_path):
     plain = tune(tiny_base(), run_config(clip, steps=2), tmp_path / "a", progress=False)
     ckpt = tune(tiny_base(), run_config(clip, steps=2, gradient_checkpointing=True), tmp_path / "b", progress=False)

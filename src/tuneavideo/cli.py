@@ -123,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", "-o", help="the folder to write (default ./tuneavideo-demo)")
     demo.add_argument("--train-steps", type=int, help="tuning steps")
     demo.add_argument("--steps", type=int, help="sampling and inversion steps")
+
+    ui = sub.add_parser("ui", help="serve a web page to tune and edit runs (needs the 'ui' extra: pip install 'tuneavideo[ui]')")
+    ui.add_argument("--runs", default="runs", help="the folder of runs the page lists, tunes into and edits (default ./runs)")
+    ui.add_argument("--base-model", dest="base_models", action="append", default=[],
+                    help="a base model the page may offer besides the bundled toy model: hub id, diffusers folder or "
+                         "single file (repeatable); the page cannot name any other")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
+    ui.add_argument("--max-upload", default="200mb", help="largest video the page accepts (default 200mb)")
+    ui.add_argument("--device", help="cuda, cpu (default: cuda when available)")
     return parser
 
 
@@ -207,9 +217,18 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ui(args: argparse.Namespace) -> int:
+    from .tuning import resolve_device
+    from .ui import serve
+
+    resolve_device(args.device)  # an unknown device is said now, not at the first job
+    serve(args.runs, args.base_models, host=args.host, port=args.port, device=args.device, max_upload=args.max_upload)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"tune": _tune, "edit": _edit, "demo": _demo}[args.command]
+    command = {"tune": _tune, "edit": _edit, "demo": _demo, "ui": _ui}[args.command]
     try:
         return command(args)
     except TuneAVideoError as error:

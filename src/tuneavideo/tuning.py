@@ -250,6 +250,7 @@ def tune(
     progress: bool = True,
     log: Callable[[str], None] = print,
     on_step: Callable[[int, float, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TuneResult:
     """Tune ``base`` (a loaded base model, or where to load one from) on ``config.video`` and write
     the run folder (see :mod:`tuneavideo.runfolder`). A loaded ``base`` is left unchanged: its weights,
@@ -260,6 +261,8 @@ def tune(
     ``stop_after`` ends the loop early after that many steps (as an interruption would), after
     writing a checkpoint; ``resume`` continues from the latest checkpoint to the same weights as an
     uninterrupted run. ``on_step(step, loss, seconds)`` is called after each step (benchmarks use it).
+    ``should_stop()`` is asked after each step: when it answers True the loop ends there as with ``stop_after``
+    (a checkpoint written, no adapter), so a caller on another thread can cancel a run that stays resumable.
     """
     config.validate()
     vc, tc = config.video, config.tune
@@ -279,7 +282,7 @@ def tune(
     existed = run_dir.is_dir()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        return _tune(base, config, run_dir, frames, state, stop_after, device, progress, log, on_step)
+        return _tune(base, config, run_dir, frames, state, stop_after, device, progress, log, on_step, should_stop)
     except BaseException:
         # A new run that fails (or is interrupted) before its first checkpoint leaves nothing behind: the output
         # folder is either a run (complete, or resumable) or as it was. A resumed run keeps all its files.
@@ -290,7 +293,7 @@ def tune(
         raise
 
 
-def _tune(base, config, run_dir, frames, state, stop_after, device, progress, log, on_step) -> TuneResult:
+def _tune(base, config, run_dir, frames, state, stop_after, device, progress, log, on_step, should_stop) -> TuneResult:
     vc, tc = config.video, config.tune
     config.save(run_dir / CONFIG)
     if not (run_dir / SOURCE).exists():
@@ -358,12 +361,15 @@ def _tune(base, config, run_dir, frames, state, stop_after, device, progress, lo
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss:.4f}")
             done = step + 1
-            if done < tc.steps and ((tc.checkpoint_every and done % tc.checkpoint_every == 0) or done == end):
+            stopping = done < end and should_stop is not None and should_stop()
+            if done < tc.steps and ((tc.checkpoint_every and done % tc.checkpoint_every == 0) or done == end or stopping):
                 _save_checkpoint(run_dir, done, unet, trainable, optimizer, scaler, generator)
             if tc.validation_every and done % tc.validation_every == 0 and config.sample.prompts:
                 with _autocast(device, dtype):
                     _validate(pipe, config, mean, context, run_dir / SAMPLES / f"step-{done}", dtype)
-    if end < tc.steps:
+            if stopping:
+                break
+    if start + len(losses) < tc.steps:
         return TuneResult(run_dir, losses, trainable)
 
     unet.eval()
