@@ -16,6 +16,7 @@ from .adapter import load_adapter
 from .config import RunConfig, SampleConfig, VideoConfig, parse_reweight
 from .inversion import ddim_invert, null_text_optimise
 from .loading import BaseModel, load_base
+from .meter import measure
 from .pipeline import TuneAVideoPipeline
 from .runfolder import (ADAPTER, CONFIG, EDITS, INVERSION, INVERSIONS, SOURCE, PromptInversionFile, RunError, atomic_json,
                         find_inversion, first_line, frames_key, latest_checkpoint, prompt_inversion_path, read_inversion,
@@ -482,20 +483,24 @@ def edit(
     out = Path(output_dir) if output_dir else tuned.run_dir / EDITS
     if out.exists() and not out.is_dir():
         raise RunError(f"output {out} is a file, not a folder; pick a folder path for --output")
-    videos = [tuned.sample(prompt, sample, progress) for prompt in prompts]
+    videos, usages = [], []
+    for prompt in prompts:
+        with measure(tuned.pipe.unet.device) as usage:  # seconds and peak memory of each edit, kept in its JSON
+            videos.append(tuned.sample(prompt, sample, progress))
+        usages.append(usage)
     row = ([tuned.source] if tuned.source is not None else []) + videos
     side = side_by_side(row)  # checked before anything is written: a failure leaves no files
     created = not out.exists()
     written: list[Path] = []
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for prompt, video in zip(prompts, videos):
+        for prompt, video, usage in zip(prompts, videos, usages):
             stem = _unique(out, slug(prompt))
             for path in (out / f"{stem}.mp4", out / f"{stem}.gif"):
                 written.append(path)
                 write_video(path, video, fps)
             written.append(out / f"{stem}.json")
-            atomic_json(written[-1], _record(tuned, prompt, sample, fps))
+            atomic_json(written[-1], {**_record(tuned, prompt, sample, fps), **usage})
         stem = _unique(out, "side-by-side")
         written.append(out / f"{stem}.mp4")
         write_video(written[-1], side, fps)

@@ -16,9 +16,11 @@ name its files; each takes the names and the readers and writers from here::
                                    embeddings (one per sampling step), made by edit --inversion null-text
                                    or negative-prompt; replaced when the steps, guidance or base change
     RUN_DIR/train.log              one JSON line per step: step, loss, seconds
+    RUN_DIR/tune.json              seconds and peak memory of the tuning call that finished the run (tuneavideo.meter)
     RUN_DIR/checkpoints/step-N.pt  the latest training state, for --resume
     RUN_DIR/samples/step-N/        validation videos, when asked for
-    RUN_DIR/edits/                 edited videos, unless edit is given another --output
+    RUN_DIR/edits/                 edited videos, unless edit is given another --output; each edit's JSON has its
+                                   parameters, and the seconds and peak memory of its sampling
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ INVERSION = "inversion.safetensors"
 INVERSIONS = "inversions"
 PROMPT_INVERSION = "prompt-inversion.safetensors"
 LOG = "train.log"
+TUNE_RECORD = "tune.json"
+# A batch folder (tuneavideo.batch) holds one run folder per job, OUTPUT/NAME, and OUTPUT/.attempts/NAME.json: how
+# many processes started the job in the latest batch (more than one: a worker died); outside the run folder, which
+# tune wants new or empty
+ATTEMPTS = ".attempts"
 CHECKPOINTS = "checkpoints"
 SAMPLES = "samples"
 EDITS = "edits"

@@ -24,9 +24,10 @@ from .adapter import save_adapter, set_trainable
 from .config import ConfigError, RunConfig
 from .inversion import ddim_invert
 from .loading import BaseModel, load_base
+from .meter import measure
 from .models import TuneAVideoUNet
 from .pipeline import TuneAVideoPipeline
-from .runfolder import (ADAPTER, CHECKPOINTS, CONFIG, LOG, SAMPLES, SOURCE, RunError, atomic_text, checkpoint_step, checkpoints, fingerprint,
+from .runfolder import (ADAPTER, CHECKPOINTS, CONFIG, LOG, SAMPLES, SOURCE, TUNE_RECORD, RunError, atomic_json, atomic_text, checkpoint_step, checkpoints, fingerprint,
                         latest_checkpoint, load_checkpoint, save_checkpoint, slug, write_inversion)
 from .video import read_video, write_video
 
@@ -282,7 +283,12 @@ def tune(
     existed = run_dir.is_dir()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        return _tune(base, config, run_dir, frames, state, stop_after, device, progress, log, on_step, should_stop)
+        with measure(device) as usage:
+            result = _tune(base, config, run_dir, frames, state, stop_after, device, progress, log, on_step, should_stop)
+        if (run_dir / ADAPTER).is_file():  # finished: what this call cost (a resumed run: its last part)
+            atomic_json(run_dir / TUNE_RECORD, {**usage, "device": str(device), "steps_run": len(result.losses),
+                                                "resumed_from_step": state["step"] if state else 0})
+        return result
     except BaseException:
         # A new run that fails (or is interrupted) before its first checkpoint leaves nothing behind: the output
         # folder is either a run (complete, or resumable) or as it was. A resumed run keeps all its files.
