@@ -124,6 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--train-steps", type=int, help="tuning steps")
     demo.add_argument("--steps", type=int, help="sampling and inversion steps")
 
+    batch = sub.add_parser("batch", help="tune and edit every video of a manifest, one run folder each, on every local GPU "
+                                          "or a Ray cluster")
+    batch.add_argument("manifest", help="a YAML file: defaults (RunConfig sections) and jobs (video, prompt, edits, "
+                                        "optional name and settings); see README 'Many videos'")
+    batch.add_argument("--output", "-o", required=True, help="the batch folder: one run folder per job, OUTPUT/NAME")
+    batch.add_argument("--ray", metavar="ADDRESS", help="run on the Ray cluster at ADDRESS (auto, ray://HOST:10001; local: "
+                                                       "start one here); the run folders must be on storage every worker "
+                                                       "shares (needs pip install 'tuneavideo[ray]')")
+    batch.add_argument("--workers", type=int, help="local worker processes (default: one per CUDA GPU; one on the CPU)")
+    batch.add_argument("--retries", type=int, default=2,
+                       help="times a job whose worker died runs again, resuming from its checkpoint (default 2)")
+
     ui = sub.add_parser("ui", help="serve a web page to tune and edit runs (needs the 'ui' extra: pip install 'tuneavideo[ui]')")
     ui.add_argument("--runs", default="runs", help="the folder of runs the page lists, tunes into and edits (default ./runs)")
     ui.add_argument("--base-model", dest="base_models", action="append", default=[],
@@ -217,6 +229,16 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch(args: argparse.Namespace) -> int:
+    from .batch import load_manifest, run_batch, summary
+
+    jobs = load_manifest(args.manifest)  # the whole manifest checked before any work
+    result = run_batch(jobs, args.output, ray_address=args.ray, workers=args.workers, retries=args.retries)
+    for line in summary(result):
+        print(line)
+    return 1 if result.failed else 0
+
+
 def _ui(args: argparse.Namespace) -> int:
     from .tuning import resolve_device
     from .ui import serve
@@ -228,7 +250,7 @@ def _ui(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"tune": _tune, "edit": _edit, "demo": _demo, "ui": _ui}[args.command]
+    command = {"tune": _tune, "edit": _edit, "demo": _demo, "batch": _batch, "ui": _ui}[args.command]
     try:
         return command(args)
     except TuneAVideoError as error:
