@@ -136,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--retries", type=int, default=2,
                        help="times a job whose worker died runs again, resuming from its checkpoint (default 2)")
 
+    evaluate = sub.add_parser("eval", help="score the edits of run folders with CLIP (frame consistency, textual alignment) "
+                                           "and write eval.csv, eval.md and eval.html")
+    evaluate.add_argument("paths", nargs="+", metavar="DIR", help="a batch folder (its run folders are scored), or run folders")
+    evaluate.add_argument("--clip", help="the CLIP model: hub id (e.g. openai/clip-vit-large-patch14; the local cache first) "
+                                         "or a folder with a CLIPModel and its processor")
+    evaluate.add_argument("--output", "-o", help="where to write the tables and page (default: the one DIR given)")
+    evaluate.add_argument("--device", help="cuda, cpu (default: cuda when available)")
+
     ui = sub.add_parser("ui", help="serve a web page to tune and edit runs (needs the 'ui' extra: pip install 'tuneavideo[ui]')")
     ui.add_argument("--runs", default="runs", help="the folder of runs the page lists, tunes into and edits (default ./runs)")
     ui.add_argument("--base-model", dest="base_models", action="append", default=[],
@@ -239,6 +247,17 @@ def _batch(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluation import EVAL_CSV, EVAL_HTML, EVAL_MD, evaluate
+
+    rows = evaluate(args.paths, args.clip, args.output, device=args.device)
+    mean = rows[-1].values
+    folder = Path(args.output or args.paths[0])
+    print(f"{len(rows) - 1} edits: frame consistency {mean['frame_consistency']:.2f}, textual alignment "
+          f"{mean['textual_alignment']:.2f} (100 x cosine); wrote {', '.join(str(folder / n) for n in (EVAL_CSV, EVAL_MD, EVAL_HTML))}")
+    return 0
+
+
 def _ui(args: argparse.Namespace) -> int:
     from .tuning import resolve_device
     from .ui import serve
@@ -250,7 +269,7 @@ def _ui(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"tune": _tune, "edit": _edit, "demo": _demo, "batch": _batch, "ui": _ui}[args.command]
+    command = {"tune": _tune, "edit": _edit, "demo": _demo, "batch": _batch, "eval": _eval, "ui": _ui}[args.command]
     try:
         return command(args)
     except TuneAVideoError as error:

@@ -414,6 +414,28 @@ def clip_caption(clip: Clip, template_index: int = 0) -> str:
     )
 
 
+def parse_caption(text: str) -> dict[str, str] | None:
+    """The attributes a caption from any template names (``shape``, ``colour``, ``background``, and ``size`` and
+    ``path`` where it says them), or None when ``text`` is not a toy-world caption: the inverse of :func:`caption`
+    and :func:`clip_caption`."""
+    words = {
+        "shape": SHAPES, "colour": tuple(COLOURS), "size": tuple(SIZES), "background": tuple(BACKGROUNDS),
+        "motion": tuple(PATHS.values()),
+    }
+    for template in CLIP_CAPTION_TEMPLATES + CAPTION_TEMPLATES:
+        pattern = re.escape(template)
+        for name, options in words.items():
+            pattern = pattern.replace(re.escape("{" + name + "}"), f"(?P<{name}>{'|'.join(map(re.escape, options))})")
+        pattern = pattern.replace(r"a\ ", r"an?\ ")  # "an" before a vowel, as fill_template writes it
+        found = re.fullmatch(pattern, text.strip().lower())
+        if found:
+            attributes = found.groupdict()
+            if "motion" in attributes:
+                attributes["path"] = {phrase: name for name, phrase in PATHS.items()}[attributes.pop("motion")]
+            return attributes
+    return None
+
+
 def all_caption_words() -> set[str]:
     """Every word any caption (scene or clip, any template) can contain."""
     words: set[str] = {"an"}  # from "a" before a vowel (fill_template)
