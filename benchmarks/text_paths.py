@@ -91,6 +91,12 @@ def main(argv=None) -> int:
     if not (model / "model_index.json").is_file():
         print(f"error: {model} is not a diffusers pipeline folder (no model_index.json); pass --model DIR", file=sys.stderr)
         return 2
+    from diffusers import UNet2DConditionModel
+
+    if UNet2DConditionModel.load_config(model / "unet").get("addition_embed_type") != "text":
+        print(f"error: {model}'s UNet has no pooled caption embedding (addition_embed_type 'text'): it reads the caption "
+              "through cross-attention alone, and there is nothing to measure", file=sys.stderr)
+        return 2
     settings = DemoSettings()
     rows = []
     for index, (clip, edits) in enumerate(make_clips(args.clips, settings.num_frames, args.seed)):
