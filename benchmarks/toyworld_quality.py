@@ -18,7 +18,9 @@ the detector scores every edited frame (see ``tuneavideo.toyworld.metrics``). Va
 - ``p2p-blend``: ``p2p`` with local blending on the edited attribute's words (the object's shape word for colour
   and shape edits, the background's words for background edits);
 - ``fatezero``: tuned, null-text inversion and FateZero's fusion of the maps recorded while inverting, its mask
-  from the same words of the source prompt.
+  from the same words of the source prompt;
+- ``p2p-coupled``: ``p2p`` with coupled guidance (the edit's guidance also uses the optimised null embeddings),
+  against Video-P2P's decoupled form.
 
 Each edit also reports ``object_psnr``: the PSNR of the background edit inside the source object's pixels (what a
 blend should keep).
@@ -57,7 +59,7 @@ from tuneavideo.tuning import build_pipeline, build_video_unet, latest_checkpoin
 
 #: The ablations measured besides the tuning-steps sweep, in the order of the table.
 VARIANTS = ("full", "no-tuning", "no-inversion", "per-frame-attn", "per-frame-norms", "image-model",
-            "null-text", "p2p", "p2p-blend", "fatezero")
+            "null-text", "p2p", "p2p-blend", "fatezero", "p2p-coupled")
 #: Measured unless --variants names others: the method and its ablations (the controlled variants are asked for by name).
 DEFAULT_VARIANTS = VARIANTS[:6]
 #: The attention-controlled variants: their sample settings (tuneavideo.config.SampleConfig fields) and whether the
@@ -67,6 +69,7 @@ CONTROLLED = {
     "p2p": ({"inversion": "null-text", "control": "p2p"}, False),
     "p2p-blend": ({"inversion": "null-text", "control": "p2p"}, True),
     "fatezero": ({"inversion": "null-text", "control": "fatezero"}, True),
+    "p2p-coupled": ({"inversion": "null-text", "control": "p2p", "coupled_guidance": True}, False),
 }
 
 METRICS = ("alignment", "preservation", "motion_error", "motion_error_found", "consistency", "detected")
