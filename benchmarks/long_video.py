@@ -49,7 +49,8 @@ from tuneavideo.config import RunConfig
 from tuneavideo.demo import TOY_MODEL, DemoSettings
 from tuneavideo.editing import TunedModel, load_run
 from tuneavideo.loading import load_base
-from tuneavideo.toyworld import BACKGROUNDS, COLOURS, SHAPES, clip_caption, detect_video, random_clip, render_clip, with_attributes
+from toyworld_quality import make_clips  # the same clip selection as the quality benchmark
+from tuneavideo.toyworld import clip_caption, detect_video, render_clip, with_attributes
 from tuneavideo.toyworld.metrics import psnr, score_edit, to_uint8_frames
 from tuneavideo.tuning import tune
 from tuneavideo.windows import FrameWindows
@@ -57,31 +58,6 @@ from tuneavideo.windows import FrameWindows
 VARIANTS = ("windows", "segments", "whole")
 SEGMENT_METRICS = ("alignment", "consistency", "motion_error", "detected")
 ATTRIBUTES = ("shape", "colour", "background")
-
-
-def held_out() -> set[tuple[str, str, str]]:
-    from tuneavideo.toymodel.data import HELD_OUT
-
-    return {tuple(item) for item in HELD_OUT}
-
-
-def make_clips(count: int, num_frames: int, seed: int) -> list[tuple]:
-    """Source clips and their three edits (colour, shape, background), none touching a held-out caption combination."""
-    excluded = held_out()
-    rng = np.random.default_rng(seed)
-    clips = []
-    while len(clips) < count:
-        clip = random_clip(rng, num_frames=num_frames)
-        edits = (
-            {"colour": str(rng.choice([c for c in COLOURS if c != clip.colour]))},
-            {"shape": str(rng.choice([s for s in SHAPES if s != clip.shape]))},
-            {"background": str(rng.choice([b for b in BACKGROUNDS if b != clip.background]))},
-        )
-        targets = [clip] + [with_attributes(clip, **e) for e in edits]
-        if any((t.colour, t.shape, t.background) in excluded for t in targets):
-            continue
-        clips.append((clip, edits))
-    return clips
 
 
 # -------------------------------------------------------------------------------------------------- quality

@@ -9,8 +9,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 from diffusers.models.attention_processor import Attention
-from PIL import Image
-from tiny import SD_SCHEDULER, save_tiny_sd, tiny_text_encoder, tiny_tokenizer, tiny_unet, tiny_vae
+from tiny import SD_SCHEDULER, tiny_text_encoder, tiny_tokenizer, tiny_unet, tiny_vae, tune_toy_run
 
 from tuneavideo.cli import main
 from tuneavideo.config import ConfigError, SampleConfig
@@ -265,24 +264,7 @@ def test_null_text_inversion_reconstructs_better_than_ddim(toy):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A run folder tuned for 1 step on a rendered toy clip with a tiny SD model."""
-    from tuneavideo.config import RunConfig
-    from tuneavideo.toyworld import Clip, clip_caption, render_clip
-    from tuneavideo.tuning import tune
-
-    root = tmp_path_factory.mktemp("control")
-    clip = Clip(shape="circle", colour="red", size="large", background="blue sky", path="right", num_frames=4)
-    frames = root / "frames"
-    frames.mkdir()
-    for index, frame in enumerate(render_clip(clip, size=32)):
-        Image.fromarray(frame).save(frames / f"{index:03d}.png")
-    config = RunConfig()
-    config.video.path, config.video.prompt = str(frames), clip_caption(clip)
-    config.video.num_frames, config.video.width, config.video.height = 4, 32, 32
-    config.tune.steps, config.tune.gradient_checkpointing, config.tune.checkpoint_every = 1, False, 0
-    config.sample.num_inversion_steps = config.sample.num_inference_steps = 2
-    config.tune.base_model = str(save_tiny_sd(root / "tiny-sd"))
-    tune(config.tune.base_model, config, root / "run", progress=False, log=lambda *_: None)
-    return root / "run"
+    return tune_toy_run(tmp_path_factory.mktemp("control"), rendered_frames=4)
 
 
 @pytest.mark.parametrize("flags, message", [

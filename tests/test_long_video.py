@@ -7,8 +7,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 from diffusers.models.attention_processor import Attention
-from PIL import Image
-from tiny import SD_SCHEDULER, save_tiny_sd, tiny_text_encoder, tiny_tokenizer, tiny_unet, tiny_vae
+from tiny import SD_SCHEDULER, tiny_text_encoder, tiny_tokenizer, tiny_unet, tiny_vae, tune_toy_run
 
 from tuneavideo.cli import main
 from tuneavideo.config import ConfigError, SampleConfig
@@ -229,24 +228,7 @@ def test_null_text_in_windows_matches_the_whole_video():
 def run(tmp_path_factory):
     """A run tuned for 1 step on the first 4 frames of a rendered 10-frame toy clip (a folder of PNGs) with a tiny
     SD model; its config names the whole clip's folder."""
-    from tuneavideo.config import RunConfig
-    from tuneavideo.toyworld import Clip, render_clip
-    from tuneavideo.tuning import tune
-
-    root = tmp_path_factory.mktemp("long")
-    clip = Clip(shape="circle", colour="red", size="large", background="blue sky", path="right", num_frames=10)
-    frames = root / "frames"
-    frames.mkdir()
-    for index, frame in enumerate(render_clip(clip, size=32)):
-        Image.fromarray(frame).save(frames / f"{index:03d}.png")
-    config = RunConfig()
-    config.video.path, config.video.prompt = str(frames), PROMPT
-    config.video.num_frames, config.video.width, config.video.height = 4, 32, 32
-    config.tune.steps, config.tune.gradient_checkpointing, config.tune.checkpoint_every = 1, False, 0
-    config.sample.num_inversion_steps = config.sample.num_inference_steps = 2
-    config.tune.base_model = str(save_tiny_sd(root / "tiny-sd"))
-    tune(config.tune.base_model, config, root / "run", progress=False, log=lambda *_: None)
-    return root / "run"
+    return tune_toy_run(tmp_path_factory.mktemp("long"), rendered_frames=10, prompt=PROMPT)
 
 
 def test_edit_all_frames_in_windows(run, tmp_path, capsys):

@@ -576,3 +576,18 @@ def test_training_report_command_reproduces_the_run_settings():
     assert flags[-1] == "--device cuda" and "--seed 4" in flags and "--unet-steps 40000" in flags
     settings = parse_settings([f.split(" ", 1)[1] for f in flags if f.startswith("--set ")])
     assert replace(FULL, seed=4, unet_steps=40000, snapshot_dir="/tmp/snap", **settings) == changed
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("video_frames=3", "video_frames 3 must be at least 2 and divide unet_batch 32"),
+    ("unet_from=/nonexistent", "unet_from /nonexistent: no unet/config.json"),
+    ("vae_from=/nonexistent", "vae_from /nonexistent: no vae/config.json"),
+    ("unet_time_scale_shift=film", "unet_time_scale_shift must be 'default' or 'scale_shift'"),
+])
+def test_settings_that_would_fail_in_a_later_phase_are_usage_errors(tmp_path, capsys, setting, message):
+    from tuneavideo.toymodel.pretrain import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--output", str(tmp_path / "run"), "--set", setting])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before any work

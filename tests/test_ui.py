@@ -280,3 +280,12 @@ def test_a_second_tab_follows_the_job_and_cancel_then_resume_finish_the_run(serv
     expect(second.locator("#my-job")).to_contain_text("finished", timeout=60_000)
     assert (run / "adapter.safetensors").is_file()
     assert len((run / "train.log").read_text().splitlines()) == done + 2
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "http"])
+def test_a_port_out_of_range_is_a_usage_error(capsys, port):
+    from tuneavideo.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["ui", "--port", port])
+    assert stop.value.code == 2 and "is not a port" in capsys.readouterr().err

@@ -72,3 +72,28 @@ def reference_config(unet: UNet2DConditionModel) -> dict:
         mid_block_type="UNetMidBlock3DCrossAttn",
     )
     return out
+
+
+def tune_toy_run(root: Path, rendered_frames: int = 4, prompt: str = "a red circle moving right on blue sky") -> Path:
+    """``root/run``: a tiny SD model tuned for 1 step on the first 4 frames of a rendered red circle moving right
+    (``rendered_frames`` frames written as a folder of PNGs, which the run's config names), 32x32, 2 DDIM steps."""
+    from PIL import Image
+
+    from tuneavideo.config import RunConfig
+    from tuneavideo.toyworld import Clip, render_clip
+    from tuneavideo.tuning import tune
+
+    clip = Clip(shape="circle", colour="red", size="large", background="blue sky", path="right",
+                num_frames=rendered_frames)
+    frames = root / "frames"
+    frames.mkdir()
+    for index, frame in enumerate(render_clip(clip, size=32)):
+        Image.fromarray(frame).save(frames / f"{index:03d}.png")
+    config = RunConfig()
+    config.video.path, config.video.prompt = str(frames), prompt
+    config.video.num_frames, config.video.width, config.video.height = 4, 32, 32
+    config.tune.steps, config.tune.gradient_checkpointing, config.tune.checkpoint_every = 1, False, 0
+    config.sample.num_inversion_steps = config.sample.num_inference_steps = 2
+    config.tune.base_model = str(save_tiny_sd(root / "tiny-sd"))
+    tune(config.tune.base_model, config, root / "run", progress=False, log=lambda *_: None)
+    return root / "run"

@@ -24,6 +24,17 @@ def _add_sampling(parser: argparse.ArgumentParser) -> None:
                         help="start from random noise instead of the inverted source video")
 
 
+def _port(text: str) -> int:
+    """A TCP port number for argparse: 1-65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port; give a number from 1 to 65535, e.g. 7860")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tuneavideo", description=__doc__)
     parser.add_argument("--version", action="version", version=f"tuneavideo {__version__}")
@@ -150,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a base model the page may offer besides the bundled toy model: hub id, diffusers folder or "
                          "single file (repeatable); the page cannot name any other")
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    ui.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
+    ui.add_argument("--port", type=_port, default=7860, help="port to listen on (default 7860)")
     ui.add_argument("--max-upload", default="200mb", help="largest video the page accepts (default 200mb)")
     ui.add_argument("--device", help="cuda, cpu (default: cuda when available)")
     return parser

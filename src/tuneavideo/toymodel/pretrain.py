@@ -44,7 +44,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from .data import HELD_OUT, render_batch, random_caption, scene_attributes, training_scene
 from .tokenizer import MODEL_MAX_LENGTH, load_tokenizer, save_tokenizer_files
 
-__all__ = ["CHECKPOINT_DIR", "FAST", "FULL", "HELD_OUT", "RESUMABLE_CHANGES", "PretrainConfig", "SD_SCHEDULER", "build_models", "draw_timesteps", "loss_weights", "pretrain",
+__all__ = ["CHECKPOINT_DIR", "FAST", "FULL", "HELD_OUT", "RESUMABLE_CHANGES", "PretrainConfig", "SD_SCHEDULER", "build_models", "check_config", "draw_timesteps", "loss_weights", "pretrain",
            "save_pipeline", "scheduler_config"]
 
 #: Stable Diffusion 1.x's scheduler config (the PNDM scheduler it ships with; the schedule is what matters).
@@ -443,10 +443,10 @@ def _train_vae(vae, config: PretrainConfig, rng: np.random.Generator, gen: torch
 
 
 @torch.no_grad()
-def _encode_dataset(vae, config: PretrainConfig, rng: np.random.Generator, log: _Log):
+def _encode_scenes(vae, scenes) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Render and encode ``scenes``: posterior means and stds ``(n, 4, h, w)`` and latent object masks
+    ``(n, 1, h, w)`` (uint8)."""
     device = next(vae.parameters()).device
-    scenes = [training_scene(rng) for _ in range(config.num_scenes)]
-    attributes = torch.tensor([scene_attributes(s) for s in scenes], dtype=torch.long)
     means, stds, object_masks = [], [], []
     chunk = 256
     for start in range(0, len(scenes), chunk):
@@ -458,7 +458,14 @@ def _encode_dataset(vae, config: PretrainConfig, rng: np.random.Generator, log: 
         scale = IMAGE_SIZE // means[-1].shape[-1]
         latent_mask = F.max_pool2d(torch.from_numpy(masks), scale)
         object_masks.append(F.max_pool2d(latent_mask, 3, stride=1, padding=1).to(torch.uint8))
-    mean, std, object_mask = torch.cat(means), torch.cat(stds), torch.cat(object_masks)
+    return torch.cat(means), torch.cat(stds), torch.cat(object_masks)
+
+
+@torch.no_grad()
+def _encode_dataset(vae, config: PretrainConfig, rng: np.random.Generator, log: _Log):
+    scenes = [training_scene(rng) for _ in range(config.num_scenes)]
+    attributes = torch.tensor([scene_attributes(s) for s in scenes], dtype=torch.long)
+    mean, std, object_mask = _encode_scenes(vae, scenes)
     # variance of a posterior sample = variance of the means + mean posterior variance
     total_var = mean.var().item() + std.square().mean().item()
     scaling = 1.0 / math.sqrt(total_var)
@@ -475,26 +482,14 @@ def _encode_videos(vae, config: PretrainConfig, rng: np.random.Generator, log: _
     from ..toyworld.render import random_clip, scene_at
     from .data import is_held_out
 
-    device = next(vae.parameters()).device
     clips = []
     while len(clips) < config.num_videos:
         clip = random_clip(rng, num_frames=config.video_frames)
         if not is_held_out(clip.colour, clip.shape, clip.background):
             clips.append(clip)
     scenes = [scene_at(clip, frame) for clip in clips for frame in range(config.video_frames)]
-    means, stds, object_masks = [], [], []
-    chunk = 256
-    for start in range(0, len(scenes), chunk):
-        images, masks = render_batch(scenes[start : start + chunk], IMAGE_SIZE)
-        posterior = vae.encode(torch.from_numpy(images).to(device)).latent_dist
-        means.append(posterior.mean.cpu())
-        stds.append(posterior.std.cpu())
-        scale = IMAGE_SIZE // means[-1].shape[-1]
-        latent_mask = F.max_pool2d(torch.from_numpy(masks), scale)
-        object_masks.append(F.max_pool2d(latent_mask, 3, stride=1, padding=1).to(torch.uint8))
+    mean, std, mask = _encode_scenes(vae, scenes)
     shape = (len(clips), config.video_frames)
-    mean, std = torch.cat(means), torch.cat(stds)
-    mask = torch.cat(object_masks)
     attributes = torch.tensor([scene_attributes(scene_at(clip, 0)) for clip in clips], dtype=torch.long)
     log(f"encoded {len(clips)} clips of {config.video_frames} frames")
     return (mean.view(*shape, *mean.shape[1:]), std.view(*shape, *std.shape[1:]), attributes,
@@ -595,12 +590,23 @@ def pretrain(
     if unknown:
         raise TypeError(f"unknown pretrain settings: {', '.join(unknown)}")
     config = replace(base, **changes)
-    scheduler_config(config.prediction_type)  # a bad prediction_type fails now, not after the VAE
-    if config.unet_time_scale_shift not in ("default", "scale_shift"):
-        raise ValueError(f"unet_time_scale_shift must be 'default' or 'scale_shift', not {config.unet_time_scale_shift!r}")
+    check_config(config)
     if (output_dir / CHECKPOINT_DIR).exists():
         raise FileExistsError(f"{output_dir} holds an unfinished run; continue it with --resume, or choose another --output")
     return _run_pretrain(output_dir, config, progress, device, None)
+
+
+def check_config(config: PretrainConfig) -> None:
+    """``ValueError`` naming the setting, for settings that would otherwise fail only after earlier phases ran."""
+    scheduler_config(config.prediction_type)
+    if config.unet_time_scale_shift not in ("default", "scale_shift"):
+        raise ValueError(f"unet_time_scale_shift must be 'default' or 'scale_shift', not {config.unet_time_scale_shift!r}")
+    if config.video_steps and (config.video_frames < 2 or config.unet_batch % config.video_frames):
+        raise ValueError(f"video_frames {config.video_frames} must be at least 2 and divide unet_batch {config.unet_batch}")
+    for name, part in (("vae_from", "vae"), ("unet_from", "unet")):
+        folder = getattr(config, name)
+        if folder and not (Path(folder) / part / "config.json").is_file():
+            raise ValueError(f"{name} {folder}: no {part}/config.json there; give a pipeline folder written by pretraining")
 
 
 def _run_pretrain(output_dir: Path, config: PretrainConfig, progress: bool, device, state: dict | None) -> dict:
@@ -629,9 +635,7 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
 
     from ..models.unet import pool_norms_over_frames
 
-    frames = config.video_frames
-    if frames < 2 or config.unet_batch % frames:
-        raise ValueError(f"video_frames {frames} must be at least 2 and divide unet_batch {config.unet_batch}")
+    frames = config.video_frames  # checked by check_config: divides unet_batch
     rng = np.random.default_rng([config.seed, 2])
     gen = torch.Generator().manual_seed(config.seed + 2_000_003)
     t0 = time.time()
@@ -973,9 +977,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = parse_settings(args.settings)
-        scheduler_config(settings.get("prediction_type", FULL.prediction_type))
-        if settings.get("unet_time_scale_shift", "default") not in ("default", "scale_shift"):
-            raise ValueError("--set unet_time_scale_shift: use default or scale_shift")
+        if not args.resume:
+            check_config(replace(FAST if args.fast else FULL, **settings))
     except ValueError as error:
         parser.error(str(error))
     try:
