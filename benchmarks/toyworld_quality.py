@@ -14,6 +14,8 @@ the detector scores every edited frame (see ``tuneavideo.toyworld.metrics``). Va
   with per-frame inversion;
 - ``steps-N``: tuning for N steps (N = 0 is ``no-tuning``);
 - ``null-text``: tuned, null-text inversion (Mokady et al.), no attention control;
+- ``negative-prompt``: tuned, negative-prompt inversion (Miyake et al.: DDIM-inverted with the source prompt, which
+  is then the unconditional embedding of every step), no attention control;
 - ``p2p``: tuned, null-text inversion and Prompt-to-Prompt control with decoupled guidance (Video-P2P);
 - ``p2p-blend``: ``p2p`` with local blending on the edited attribute's words (the object's shape word for colour
   and shape edits, the background's words for background edits);
@@ -59,13 +61,14 @@ from tuneavideo.tuning import build_pipeline, build_video_unet, latest_checkpoin
 
 #: The ablations measured besides the tuning-steps sweep, in the order of the table.
 VARIANTS = ("full", "no-tuning", "no-inversion", "per-frame-attn", "per-frame-norms", "image-model",
-            "null-text", "p2p", "p2p-blend", "fatezero", "p2p-coupled")
+            "null-text", "negative-prompt", "p2p", "p2p-blend", "fatezero", "p2p-coupled")
 #: Measured unless --variants names others: the method and its ablations (the controlled variants are asked for by name).
 DEFAULT_VARIANTS = VARIANTS[:6]
 #: The attention-controlled variants: their sample settings (tuneavideo.config.SampleConfig fields) and whether the
 #: edit blends on the edited attribute's words.
 CONTROLLED = {
     "null-text": ({"inversion": "null-text"}, False),
+    "negative-prompt": ({"inversion": "negative-prompt"}, False),
     "p2p": ({"inversion": "null-text", "control": "p2p"}, False),
     "p2p-blend": ({"inversion": "null-text", "control": "p2p"}, True),
     "fatezero": ({"inversion": "null-text", "control": "fatezero"}, True),

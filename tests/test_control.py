@@ -309,3 +309,26 @@ def test_cli_controlled_edits(run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "note:" in err and "guidance 12.5" in err and cache.stat().st_mtime_ns != made
     assert json.loads((tmp_path / "fz" / "a-green-circle-moving-right-on-blue-sky.json").read_text())["control"] == "fatezero"
+
+
+def test_fatezero_records_once_for_the_prompts_of_one_edit(run, tmp_path, monkeypatch):
+    """Two FateZero prompts in one edit() fuse with one record of the source's attention; the second prompt's video is
+    what a freshly loaded run gives it alone, and other settings make the record again."""
+    import tuneavideo.control as control
+    from tuneavideo.editing import edit, load_run
+
+    calls = []
+    recorded = control.record_attention
+    monkeypatch.setattr(control, "record_attention", lambda *a, **k: calls.append(1) or recorded(*a, **k))
+    from dataclasses import replace
+
+    prompts = ["a green circle moving right on blue sky", "a red circle moving right on white snow"]
+    tuned = load_run(run)
+    fused = replace(tuned.config.sample, inversion="null-text", control="fatezero", blend=["circle"],
+                    num_inference_steps=4, num_inversion_steps=4)
+    both = edit(tuned, prompts, fused, output_dir=tmp_path / "both", progress=False).videos
+    assert len(calls) == 1
+    alone = edit(load_run(run), prompts[1:], fused, output_dir=tmp_path / "alone", progress=False).videos
+    assert len(calls) == 2 and torch.equal(both[1], alone[0])
+    edit(tuned, prompts[:1], replace(fused, self_replace=0.5), output_dir=tmp_path / "other", progress=False)
+    assert len(calls) == 3

@@ -54,6 +54,9 @@ class TunedModel:
     prompt_inverted: PromptInversionFile | None = None
     tuned_clip: VideoConfig | None = None  # the tuned frames, when config.video holds others; None: the same, or unknown
     inversion_frames: str = ""  # the frames behind ``inverted`` (runfolder.frames_key; empty: the tuned clip, unwindowed)
+    # FateZero's record of the source's attention (control.AttentionRecord) and the settings it was made with: every
+    # edit prompt with those settings fuses with the same record, so it is made once
+    fatezero_record: tuple[tuple, object] | None = None
 
     def windows(self, sample: SampleConfig) -> FrameWindows | None:
         """The windows ``sample`` asks for on this clip (``window`` 0: the tuned clip's length); None: the whole clip
@@ -195,12 +198,33 @@ class TunedModel:
                 self.invert(steps, progress, sample)
         return self.inverted
 
+    def _fatezero_record(self, sample: SampleConfig, source_prompt: str, size: tuple[int, int], progress: bool):
+        """FateZero's record of the source's attention under ``sample``'s steps, fractions, blend words, threshold and
+        windows: kept from an earlier edit with the same settings, or recorded while inverting with the source prompt."""
+        from .control import record_attention
+
+        key = (sample.num_inference_steps, sample.cross_replace, sample.self_replace, tuple(sample.blend),
+               sample.blend_threshold, source_prompt, self.frames(sample), sample.window, sample.overlap)
+        if self.fatezero_record is not None and self.fatezero_record[0] == key:
+            return self.fatezero_record[1]
+        self.fatezero_record = None  # the old record's memory goes before the new one is made
+        pipe = self.pipe
+        context = pipe.encode_prompt([source_prompt]).to(self.dtype)
+        bar = progress_bar(None, progress, desc="recording attention", total=sample.num_inference_steps)
+        _, record = record_attention(pipe.unet, pipe.scheduler, self._source_mean(), context, pipe.tokenizer, sample,
+                                     source_prompt, latent_size=size, callback=lambda i, n: bar.update(1) if bar else None,
+                                     windows=self.windows(sample))
+        if bar:
+            bar.close()
+        self.fatezero_record = (key, record)
+        return record
+
     def _controlled_sample(self, prompt: str, sample: SampleConfig, progress: bool) -> torch.Tensor:
         """The edit with negative-prompt or null-text inversion, and P2P or FateZero attention control. The rows
         sampled: ``[edit]`` (none, fatezero) or ``[source, edit]`` (p2p); each row's unconditional embedding is the
         inversion's (null-text: one per step; negative-prompt: the source prompt's), except the edit's under
         Video-P2P's decoupled guidance (the default with control), which keeps the plain one (``negative_prompt``)."""
-        from .control import build_controller, record_attention
+        from .control import build_controller
 
         vc, pipe = self.config.video, self.pipe
         device = pipe.unet.device
@@ -221,13 +245,7 @@ class TunedModel:
             source_prompt = self._source_prompt(f"--control {sample.control}")
             record = None
             if sample.control == "fatezero":
-                context = pipe.encode_prompt([source_prompt]).to(self.dtype)
-                bar = progress_bar(None, progress, desc="recording attention", total=steps)
-                _, record = record_attention(pipe.unet, pipe.scheduler, self._source_mean(), context, pipe.tokenizer, sample,
-                                             source_prompt, latent_size=size, callback=lambda i, n: bar.update(1) if bar else None,
-                                             windows=windows)
-                if bar:
-                    bar.close()
+                record = self._fatezero_record(sample, source_prompt, size, progress)
             else:
                 prompts = [source_prompt, prompt]
             controller = build_controller(pipe.tokenizer, sample, source_prompt, prompt, num_frames=vc.num_frames,
