@@ -14,10 +14,14 @@ weights' values), the real clip ``man-skiing.mp4`` at 24 frames, 512x512, every 
    projected to 500 tuning steps from the median step;
 4. each phase alone on the tuned pipeline: VAE encode and decode (8 and 2 frames per call), 50 DDIM
    inversion steps, 50 guided sampling steps;
-5. variants of the tuning step, each a ``tune()`` run of a few steps: the low-memory profile, no
+5. controlled edits on the tuned run, each against the plain edit (``SampleConfig.inversion``, ``control``;
+   ``tuneavideo.control``): negative-prompt and null-text inversion alone, null-text with Prompt-to-Prompt, null-text
+   with FateZero; seconds of each one's inversion and of its sampling, their peak memory, FateZero's record in bytes;
+   all at ``--control-steps`` inversion and sampling steps (10: null-text optimisation at 50 would take minutes);
+6. variants of the tuning step, each a ``tune()`` run of a few steps: the low-memory profile, no
    checkpointing, channels-last, cuDNN autotuning, plain fp32, and torch.compile (in a child process
    with a time limit);
-6. a long video: the tuned run (24 frames) inverts and edits 96 frames (``--long-frames``) of the clip played
+7. a long video: the tuned run (24 frames) inverts and edits 96 frames (``--long-frames``) of the clip played
    forward then back (man-skiing has 91 frames), through ``load_run(..., num_frames=96)``, in windows of the
    tuned length sharing a quarter (``tuneavideo.windows``), then all 96 at once: seconds per inversion and
    sampling step and peak memory of each.
@@ -87,6 +91,16 @@ TARGETS = {
     "grad_rel_err_median": 0.10,
 }
 VARIANTS = ("low-memory", "no-checkpointing", "channels-last", "cudnn-benchmark", "fp32", "compile")
+# The controlled edits of phase 5: (SampleConfig.inversion, SampleConfig.control) of each, the plain edit first
+CONTROLLED_EDITS = {
+    "plain": ("ddim", "none"),
+    "negative-prompt": ("negative-prompt", "none"),
+    "null-text": ("null-text", "none"),
+    "p2p": ("null-text", "p2p"),
+    "fatezero": ("null-text", "fatezero"),
+}
+BLEND_WORD = "man"  # FateZero's blend word: a word of PROMPT
+START_S = 20  # seconds of the budget a tuning variant or a controlled edit needs left to start
 
 
 # --------------------------------------------------------------------------------------------- plumbing
@@ -125,6 +139,12 @@ class Bench:
         finally:
             release(self.device)
             self.save()
+
+
+def over_budget(bench: Bench, args, need_s: float = START_S) -> str | None:
+    """Why a measurement that needs ``need_s`` seconds of ``--budget-s`` left is skipped; None when it can start."""
+    left = args.budget_s - bench.elapsed()
+    return None if left >= need_s else f"skipped: {left:.0f} s left of the {args.budget_s:.0f} s budget"
 
 
 def significant(x: float, digits: int = 4) -> float:
@@ -609,8 +629,95 @@ def job_and_phases(bench: Bench, base, args, work: Path) -> None:
         del tuned, pipe
 
 
+def controlled_edits(bench: Bench, base, args, work: Path) -> None:
+    """Phase 5: one edit of ``EDIT_PROMPT`` with each of ``CONTROLLED_EDITS`` on the run of ``job_and_phases``, every
+    one at ``--control-steps`` inversion and sampling steps, through ``load_run()`` and ``TunedModel``'s own calls.
+
+    Each variant's inversion is timed apart from its sampling: ``invert()`` for the plain edit (DDIM, empty prompt),
+    ``invert_with_prompt()`` for the others (its first use, which fills the run folder's inversion cache). p2p and
+    fatezero then find null-text's inversion in memory, as a second edit would, and say so (``inversion_cached``); a
+    first such edit costs null-text's inversion plus its own sampling. ``sample()`` is the edit itself: guided
+    sampling and VAE decode, and for fatezero also the recording of the source's attention, which it makes for every
+    edit; that recording is timed once more alone (``record_attention``), for its seconds and its bytes, which are
+    compared with ``fatezero_record_bytes``."""
+    from dataclasses import replace
+
+    from tuneavideo.editing import load_run
+    from tuneavideo.runfolder import ADAPTER
+
+    device, run_dir, steps = bench.device, work / "default", args.control_steps
+    if not (run_dir / ADAPTER).is_file():
+        return
+    record = bench.data["controlled_edits"]
+    record.update(steps=steps, frames=args.frames, size=args.size, source_prompt=PROMPT, edit_prompt=EDIT_PROMPT, fatezero_blend=[BLEND_WORD],
+                  variants={})
+    tuned = load_run(run_dir, base_model=base, device=device)
+    for name, (inversion, control) in CONTROLLED_EDITS.items():
+        skip = over_budget(bench, args)
+        if skip:
+            record["variants"][name] = {"error": skip}
+            continue
+        sample = replace(tuned.config.sample, num_inversion_steps=steps, num_inference_steps=steps, inversion=inversion,
+                         control=control, blend=[BLEND_WORD] if control == "fatezero" else [])
+        with bench.phase(f"controlled edit: {name}"):
+            replace(tuned.config, sample=sample).validate("controlled edit")
+            record["variants"][name] = controlled_edit(bench, tuned, sample)
+            bench.log(f"   {name}: {record['variants'][name]}")
+    del tuned
+
+
+def controlled_edit(bench: Bench, tuned, sample) -> dict:
+    """The seconds and peak memory of one controlled edit's inversion, its sampling, and fatezero's recording."""
+    from tuneavideo.control import fatezero_record_bytes, record_attention
+
+    device, pipe, vc = bench.device, tuned.pipe, tuned.config.video
+    result: dict = {"inversion": sample.inversion, "control": sample.control}
+    release(device)
+    reset_peak(device)
+    before = tuned.prompt_inverted
+    began = time.perf_counter()
+    if sample.inversion == "ddim":
+        tuned.invert(sample.num_inversion_steps, progress=False, sample=sample)
+        result["inversion_cached"] = False
+    else:
+        result["inversion_cached"] = tuned.invert_with_prompt(sample, progress=False) is before
+    sync(device)
+    result["inversion_s"] = round(time.perf_counter() - began, 4)
+    result["inversion_peak_gib"] = peak_gib(device)
+
+    if sample.control == "fatezero":
+        size = (vc.height // pipe.latent_scale, vc.width // pipe.latent_scale)
+        mean = tuned.source_latents if tuned.source_latents is not None else pipe.encode_video(tuned.source)[0]
+        context = pipe.encode_prompt([vc.prompt]).to(tuned.dtype)
+        release(device)
+        reset_peak(device)
+        began = time.perf_counter()
+        _, attention = record_attention(pipe.unet, pipe.scheduler, mean.to(device), context, pipe.tokenizer, sample, vc.prompt,
+                                        latent_size=size, windows=tuned.windows(sample))
+        sync(device)
+        result["recording_s"] = round(time.perf_counter() - began, 4)
+        result["recording_peak_gib"] = peak_gib(device)
+        parts = {kind: sum(t.numel() * t.element_size() for t in maps.values())
+                 for kind, maps in (("self", attention.self_maps), ("cross", attention.cross_maps), ("masks", attention.masks))}
+        per_frame = fatezero_record_bytes(dict(pipe.unet.config), vc.height, vc.width, num_steps=sample.num_inference_steps,
+                                          cross_replace=sample.cross_replace, self_replace=sample.self_replace,
+                                          tokens=pipe.tokenizer.model_max_length, latent_scale=pipe.latent_scale)
+        result.update(record_bytes=attention.nbytes(), record_bytes_parts=parts, record_bytes_predicted=per_frame["total"] * vc.num_frames)
+        del attention
+
+    release(device)
+    reset_peak(device)
+    began = time.perf_counter()
+    video = tuned.sample(EDIT_PROMPT, sample, progress=False)
+    sync(device)
+    result["sampling_s"] = round(time.perf_counter() - began, 4)
+    result["sampling_peak_gib"] = peak_gib(device)
+    result["finite"] = bool(video.isfinite().all())
+    return result
+
+
 def long_video(bench: Bench, base, args, work: Path) -> None:
-    """Phase 6: more frames than tuned, windowed and whole, on the run of ``job_and_phases``."""
+    """Phase 7: more frames than tuned, windowed and whole, on the run of ``job_and_phases``."""
     from dataclasses import replace
 
     from tuneavideo.editing import load_run
@@ -739,6 +846,20 @@ def table(bench: Bench) -> str:
     fid = data.get("fidelity", {})
     if fid:
         rows.append(("fidelity: output cosine", fmt(fid.get("output_cosine")), f"grad cosine {fmt(fid.get('grad_cosine'))}, min {fmt(fid.get('grad_cosine_min'))}, pass {fid.get('pass')}"))
+    controlled = data.get("controlled_edits", {})
+    for name, run in controlled.get("variants", {}).items():
+        label = f"controlled edit [{name}], {controlled['steps']} steps"
+        if "error" in run:
+            rows.append((label, "error: " + str(run["error"])[:60], ""))
+            continue
+        cached = " (cached)" if run["inversion_cached"] else ""
+        rows.append((label, f"{fmt(run['inversion_s'], ' s')} / {fmt(run['sampling_s'], ' s')}",
+                     f"inversion{cached} / sampling + decode; peak {fmt(run['inversion_peak_gib'], ' GiB')} / "
+                     f"{fmt(run['sampling_peak_gib'], ' GiB')}"))
+        if "record_bytes" in run:
+            rows.append((f"fatezero record, {controlled['frames']} frames", fmt(run["record_bytes"] / 2**20, " MiB"),
+                         f"predicted {fmt(run['record_bytes_predicted'] / 2**20, ' MiB')}; recording {fmt(run['recording_s'], ' s')}, "
+                         f"peak {fmt(run['recording_peak_gib'], ' GiB')} (sampling above includes it)"))
     long = data.get("long_video", {})
     for name in ("windows", "whole"):
         if name in long:
@@ -785,7 +906,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--variants", default=None, help=f"comma-separated variants to measure (default all on a GPU: {','.join(VARIANTS)}; "
                         "on a CPU all but compile; '' for none)")
     parser.add_argument("--budget-s", type=float, default=360,
-                        help="skip the remaining variants past this many seconds; compile gets what is left (default 360)")
+                        help="skip the remaining controlled edits and variants past this many seconds; compile gets what is "
+                        "left (default 360)")
+    parser.add_argument("--control-steps", type=int, help="inversion and sampling steps of every controlled edit and of "
+                        "the plain edit they are compared with (default 10; --tiny 4; 0: skip them)")
     parser.add_argument("--long-frames", type=int, help="frames of the long-video phase, edited with the tuned run (default 96; "
                         "--tiny 10; 0: skip it)")
     parser.add_argument("--fidelity-frames", type=int, help="frames of the fidelity check (default 4; --tiny 3)")
@@ -804,13 +928,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 setattr(args, key, value)
     defaults = dict(frames=(4, 24), size=(64, 512), warmup=(1, 3), steps=(2, 10), variant_warmup=(1, 2), variant_steps=(1, 5),
                     fp32_warmup=(1, 1), fp32_steps=(1, 3), inversion_steps=(3, 50), sample_steps=(3, 50), fidelity_frames=(3, 4),
-                    fidelity_latent=(8, 32), long_frames=(10, 96))
+                    fidelity_latent=(8, 32), long_frames=(10, 96), control_steps=(4, 10))
     for key, (small, full) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, small if tiny else full)
     for key in ("warmup", "variant_warmup", "fp32_warmup", "steps", "variant_steps", "fp32_steps"):
         if getattr(args, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be at least 1")
+    if args.control_steps < 0:
+        parser.error("--control-steps must be 0 (skip the controlled edits) or more")
     if args.threads is None and tiny:
         args.threads = 1  # tiny tensors: one thread is as fast, and immune to a busy machine's spin-waits
     args.shared = args.shared.resolve()
@@ -853,7 +979,7 @@ def main(argv: list[str] | None = None) -> int:
             "gpu_memory_gib": round(torch.cuda.get_device_properties(device).total_memory / GIB, 1) if device.type == "cuda" else None,
         },
         "reference": REFERENCE, "targets": TARGETS, "summary": {}, "flops": {}, "matmul": {}, "fidelity": {}, "tuning": {}, "job": {},
-        "inversion": {}, "sampling": {}, "vae": {}, "long_video": {},
+        "inversion": {}, "sampling": {}, "vae": {}, "controlled_edits": {}, "long_video": {},
     }
     bench.log(f"{card}, torch {torch.__version__}, {args.frames} frames {args.size}x{args.size}, out {args.out}")
 
@@ -911,6 +1037,8 @@ def run_all(bench: Bench, base, args, work: Path) -> None:
         bench.log(f"   {bench.data['fidelity']}")
 
     job_and_phases(bench, base, args, work)
+    if args.control_steps:  # before the variants: the budget stops the variants, and compile takes what is left
+        controlled_edits(bench, base, args, work)
 
     if args.variants is None:
         variants = [v for v in VARIANTS if device.type == "cuda" or v != "compile"]
@@ -920,16 +1048,13 @@ def run_all(bench: Bench, base, args, work: Path) -> None:
         if name not in VARIANTS:
             bench.data.setdefault("errors", {})[name] = f"unknown variant; use one of {', '.join(VARIANTS)}"
             continue
-        left = args.budget_s - bench.elapsed()
-        if name == "compile":
-            if left < 120:
-                bench.data["tuning"][name] = {"error": f"skipped: {left:.0f} s left of the {args.budget_s:.0f} s budget"}
-                continue
-            with bench.phase("tuning: compile"):
-                run_compile_child(bench, args, work, left - 10)
+        skip = over_budget(bench, args, 120 if name == "compile" else START_S)
+        if skip:
+            bench.data["tuning"][name] = {"error": skip}
             continue
-        if left < 20:
-            bench.data["tuning"][name] = {"error": f"skipped: {left:.0f} s left of the {args.budget_s:.0f} s budget"}
+        if name == "compile":
+            with bench.phase("tuning: compile"):
+                run_compile_child(bench, args, work, args.budget_s - bench.elapsed() - 10)
             continue
         with bench.phase(f"tuning: {name}"):
             run_variant(bench, base, args, name, work)

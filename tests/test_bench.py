@@ -74,6 +74,28 @@ def test_every_figure_is_there(bench):
         for phase in ("inversion", "sampling"):
             assert long[name][phase]["steps"] == 3 and number(long[name][phase]["median_step_s"]), (name, phase)
 
+    controlled = data["controlled_edits"]  # each edit at --control-steps (4 under --tiny) inversion and sampling steps
+    assert controlled["steps"] == 4 and controlled["fatezero_blend"] == ["man"]
+    variants = controlled["variants"]
+    assert list(variants) == ["plain", "negative-prompt", "null-text", "p2p", "fatezero"]
+    for name, run in variants.items():
+        assert (run["inversion"], run["control"]) == {"plain": ("ddim", "none"), "negative-prompt": ("negative-prompt", "none"),
+                                                      "null-text": ("null-text", "none"), "p2p": ("null-text", "p2p"),
+                                                      "fatezero": ("null-text", "fatezero")}[name]
+        assert number(run["sampling_s"]) and run["sampling_s"] > 0 and run["finite"], name
+        assert number(run["inversion_s"]) and run["inversion_s"] >= 0, name
+        assert run["inversion_peak_gib"] is None and run["sampling_peak_gib"] is None  # no memory counter on the CPU
+        # p2p and fatezero find null-text's inversion in memory; the others make their own
+        assert run["inversion_cached"] is (name in ("p2p", "fatezero")), name
+        if not run["inversion_cached"]:
+            assert run["inversion_s"] > 0, name
+    fatezero = variants["fatezero"]
+    assert number(fatezero["recording_s"]) and fatezero["recording_s"] > 0
+    parts = fatezero["record_bytes_parts"]
+    assert fatezero["record_bytes"] == parts["self"] + parts["cross"] + parts["masks"] > 0
+    assert all(parts[kind] > 0 for kind in ("self", "cross", "masks"))
+    assert fatezero["record_bytes"] == fatezero["record_bytes_predicted"]  # control.fatezero_record_bytes, per frame x 4
+
     summary = data["summary"]
     for key in ("floor_s_at_790_tflops", "step_over_floor_790", "floor_s_at_measured_matmul", "step_over_floor_measured", "achieved_tflops"):
         assert number(summary[key]) and summary[key] > 0, key
@@ -91,6 +113,10 @@ def test_prints_a_table_last_and_writes_the_edit(bench):
     table = lines[lines.index(next(line for line in lines if line.startswith("tuning step [default]"))) - 1:]
     assert any(line.startswith("whole job") for line in table) and any(line.startswith("FLOPs of one tuning step") for line in table)
     assert any(line.startswith("long video: 10 frames, windows of 4 sharing 1") for line in table)
+    controlled = [line for line in table if line.startswith("controlled edit [")]
+    assert [line.split("]")[0] for line in controlled] == ["controlled edit [" + name for name in data["controlled_edits"]["variants"]]
+    assert all(", 4 steps" in line for line in controlled)
+    assert any(line.startswith("fatezero record, 4 frames") for line in table)
     assert "wrote" in lines[-1] and (work.parent / "bench.txt").is_file()
     edits = list(work.glob("bench-*/default/edits/*.mp4"))
     assert len(edits) == 2  # the edit and the side-by-side
