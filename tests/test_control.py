@@ -14,7 +14,7 @@ from tiny import SD_SCHEDULER, tiny_text_encoder, tiny_tokenizer, tiny_unet, tin
 from tuneavideo.cli import main
 from tuneavideo.config import ConfigError, SampleConfig
 from tuneavideo.control import (AttentionController, AttentionRecord, ControlledCrossAttnProcessor, ControlledSelfAttnProcessor,
-                                TokenPlan, build_controller, fatezero_record_bytes, plan_tokens, word_tokens)
+                                TokenPlan, build_controller, fatezero_record_bytes, plan_tokens, record_attention, word_tokens)
 from tuneavideo.inversion import ddim_invert, null_text_optimise
 from tuneavideo.models import TuneAVideoUNet
 from tuneavideo.pipeline import TuneAVideoPipeline
@@ -256,6 +256,38 @@ def test_null_text_inversion_reconstructs_better_than_ddim(toy):
           f"negative-prompt {negative:.4f}, null-text {null:.4f}")
     assert null < 0.5 * min(ddim, method)
     assert negative < min(ddim, method)
+
+
+@pytest.mark.xfail(strict=True, reason="the bundled toy model's cross-attention marks no region: layers that place the "
+                   "word on the object and layers that place it on the background average out (benchmarks/blend_masks.py: "
+                   "IoU 0.10, the mask covers 98 % of the frame); a ruler whose cross-attention marks the object passes")
+def test_blend_mask_of_the_object_word_covers_the_object(toy):
+    """FateZero's recorded blend mask of the object's word, at every recorded step and frame, against the renderer's
+    own object mask (latent pixels at least half covered): IoU at least 0.5."""
+    import numpy as np
+
+    from tuneavideo.toyworld import Clip
+    from tuneavideo.toyworld.render import SIZES, _coverage, scene_at
+
+    pipe, prompt, latents = toy
+    clip = Clip(shape="circle", colour="red", size="large", background="blue sky", path="right", num_frames=4)
+    sample = SampleConfig(num_inference_steps=10, num_inversion_steps=10, blend=["circle"])
+    size = tuple(latents.shape[-2:])
+    _, record = record_attention(pipe.unet, pipe.scheduler, latents, pipe.encode_prompt([prompt]), pipe.tokenizer,
+                                 sample, prompt, latent_size=size)
+    factor = 64 // size[-1]
+    truth = []
+    for frame in range(clip.num_frames):
+        scene, coverage = scene_at(clip, frame), np.zeros((64, 64))
+        rows, cols, alpha = _coverage(scene.shape, SIZES[scene.size] * 64, scene.x * 64, scene.y * 64, 64)
+        coverage[rows, cols] = alpha
+        truth.append(coverage.reshape(size[0], factor, size[1], factor).mean((1, 3)) >= 0.5)
+    truth = torch.from_numpy(np.stack(truth))
+    assert record.masks and truth.any()
+    for step, mask in record.masks.items():
+        found = mask[:, 0].bool()
+        iou = ((found & truth).sum((1, 2)) / (found | truth).sum((1, 2))).float()
+        assert iou.min() >= 0.5, f"step {step}: IoU per frame {iou.tolist()}"
 
 
 # ------------------------------------------------------------------------------------------- command line
