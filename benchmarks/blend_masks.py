@@ -27,7 +27,7 @@ from tuneavideo import control
 from tuneavideo.config import RunConfig
 from tuneavideo.demo import TOY_MODEL, DemoSettings
 from tuneavideo.toyworld import clip_caption, render_clip
-from tuneavideo.toyworld.render import SIZES, _coverage, scene_at
+from tuneavideo.toyworld.render import object_coverage, scene_at
 
 #: Which layers' maps make the mask, by the processor's name.
 LAYERS = {"all": lambda name: True, "down": lambda name: name.startswith("down"), "up": lambda name: name.startswith("up")}
@@ -69,14 +69,8 @@ def mask(maps: list[torch.Tensor], size: tuple[int, int], threshold: float, pool
 def object_masks(clip, size: int, latent: int) -> torch.Tensor:
     """The renderer's object mask per frame at the latents' size: ``(f, latent, latent)``, pixels at least half covered."""
     factor = size // latent
-    masks = []
-    for frame in range(clip.num_frames):
-        scene = scene_at(clip, frame)
-        coverage = np.zeros((size, size))
-        rows, cols, alpha = _coverage(scene.shape, SIZES[scene.size] * size, scene.x * size, scene.y * size, size)
-        coverage[rows, cols] = alpha
-        masks.append(coverage.reshape(latent, factor, latent, factor).mean((1, 3)) >= 0.5)
-    return torch.from_numpy(np.stack(masks))
+    coverage = np.stack([object_coverage(scene_at(clip, frame), size) for frame in range(clip.num_frames)])
+    return torch.from_numpy(coverage.reshape(-1, latent, factor, latent, factor).mean((2, 4)) >= 0.5)
 
 
 def measure_clip(model: Path, clip, settings: DemoSettings, tap: MapTap) -> dict:

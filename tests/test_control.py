@@ -267,7 +267,7 @@ def test_blend_mask_of_the_object_word_covers_the_object(toy):
     import numpy as np
 
     from tuneavideo.toyworld import Clip
-    from tuneavideo.toyworld.render import SIZES, _coverage, scene_at
+    from tuneavideo.toyworld.render import object_coverage, scene_at
 
     pipe, prompt, latents = toy
     clip = Clip(shape="circle", colour="red", size="large", background="blue sky", path="right", num_frames=4)
@@ -276,13 +276,8 @@ def test_blend_mask_of_the_object_word_covers_the_object(toy):
     _, record = record_attention(pipe.unet, pipe.scheduler, latents, pipe.encode_prompt([prompt]), pipe.tokenizer,
                                  sample, prompt, latent_size=size)
     factor = 64 // size[-1]
-    truth = []
-    for frame in range(clip.num_frames):
-        scene, coverage = scene_at(clip, frame), np.zeros((64, 64))
-        rows, cols, alpha = _coverage(scene.shape, SIZES[scene.size] * 64, scene.x * 64, scene.y * 64, 64)
-        coverage[rows, cols] = alpha
-        truth.append(coverage.reshape(size[0], factor, size[1], factor).mean((1, 3)) >= 0.5)
-    truth = torch.from_numpy(np.stack(truth))
+    coverage = np.stack([object_coverage(scene_at(clip, frame), 64) for frame in range(clip.num_frames)])
+    truth = torch.from_numpy(coverage.reshape(-1, size[0], factor, size[1], factor).mean((2, 4)) >= 0.5)
     assert record.masks and truth.any()
     for step, mask in record.masks.items():
         found = mask[:, 0].bool()

@@ -432,3 +432,18 @@ def test_shape_features_of_a_one_pixel_streak_are_finite(axis):
     features = detect.shape_features(coverage, coverage > 0.5)
     assert all(math.isfinite(v) for v in features.values())
     assert detect.classify_shape(features) in render.SHAPES
+
+
+def test_object_coverage_is_the_shapes_area_where_the_render_shows_it():
+    """The coverage of a large circle sums to its area, pi r^2, and is non-zero exactly where the render differs
+    from the bare background."""
+    import math
+
+    from tuneavideo.toyworld.render import SIZES, Scene, object_coverage, render_background, render_scene
+
+    scene = Scene(shape="circle", colour="red", size="large", background="white snow", x=0.4, y=0.55)
+    coverage = object_coverage(scene, 64)
+    radius = SIZES["large"] * 64
+    assert abs(coverage.sum() - math.pi * radius**2) < 0.01 * math.pi * radius**2
+    changed = np.abs(render_scene(scene, 64).astype(float) - np.rint(render_background("white snow", 64))).max(-1) > 0
+    assert changed[coverage >= 0.05].all() and not changed[coverage == 0].any()

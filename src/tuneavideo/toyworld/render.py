@@ -309,6 +309,15 @@ def render_scene(scene: Scene, size: int = 64, as_float: bool = False) -> np.nda
     return _finish(canvas, as_float)
 
 
+def object_coverage(scene: Scene, size: int = 64) -> np.ndarray:
+    """The fraction of each pixel of a ``size`` render that the scene's object covers: ``(size, size)`` float64 in
+    ``[0, 1]``, the renderer's own mask of the object."""
+    coverage = np.zeros((size, size))
+    rows, cols, alpha = _coverage(scene.shape, SIZES[scene.size] * size, scene.x * size, scene.y * size, size)
+    coverage[rows, cols] = alpha
+    return coverage
+
+
 def scene_centre_px(scene: Scene, size: int = 64) -> tuple[float, float]:
     """The object's centroid ``(x, y)`` in pixel-index units of a ``size`` render."""
     return scene.x * size - 0.5, scene.y * size - 0.5
