@@ -637,8 +637,8 @@ def controlled_edits(bench: Bench, base, args, work: Path) -> None:
     ``invert_with_prompt()`` for the others (its first use, which fills the run folder's inversion cache). p2p and
     fatezero then find null-text's inversion in memory, as a second edit would, and say so (``inversion_cached``); a
     first such edit costs null-text's inversion plus its own sampling. ``sample()`` is the edit itself: guided
-    sampling and VAE decode, and for fatezero also the recording of the source's attention, which it makes for every
-    edit; that recording is timed once more alone (``record_attention``), for its seconds and its bytes, which are
+    sampling and VAE decode, and for fatezero also the recording of the source's attention, which the first edit with
+    these settings makes (later prompts reuse it); that recording is timed once more alone (``record_attention``), for its seconds and its bytes, which are
     compared with ``fatezero_record_bytes``."""
     from dataclasses import replace
 
