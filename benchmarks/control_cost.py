@@ -6,7 +6,7 @@ nothing cached by another variant helps it. Each edit's JSON holds its seconds a
 (``peak_memory_mib``, the resident set on the CPU): the first prompt pays for the inversion (and FateZero's record),
 the second reuses them.
 
-Usage: ``python benchmarks/control_cost.py`` (about 3 minutes on one CPU core; ``--out`` JSON). Prints a markdown
+Usage: ``python benchmarks/control_cost.py`` (a few minutes on one CPU core; ``--out`` JSON). Prints a markdown
 table.
 """
 
