@@ -22,11 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from toyworld_quality import make_clips, tuned_model
+from toyworld_quality import clip_setup, make_clips, pipeline_folder, tuned_model
 from tuneavideo import control
-from tuneavideo.config import RunConfig
 from tuneavideo.demo import TOY_MODEL, DemoSettings
-from tuneavideo.toyworld import clip_caption, render_clip
 from tuneavideo.toyworld.render import object_coverage, scene_at
 
 #: Which layers' maps make the mask, by the processor's name.
@@ -74,12 +72,7 @@ def object_masks(clip, size: int, latent: int) -> torch.Tensor:
 
 
 def measure_clip(model: Path, clip, settings: DemoSettings, tap: MapTap) -> dict:
-    source = render_clip(clip, size=settings.size)
-    frames = torch.from_numpy(source).permute(0, 3, 1, 2).float() / 255
-    config = RunConfig()
-    config.video.prompt = clip_caption(clip)
-    config.video.num_frames, config.video.width, config.video.height = clip.num_frames, settings.size, settings.size
-    config.sample.num_inference_steps = config.sample.num_inversion_steps = settings.steps
+    _, frames, config = clip_setup(clip, settings)
     config.sample.blend = [clip.shape]
     pipe = tuned_model(model, config, frames, None).pipe
     latents, _ = pipe.encode_video(frames)
@@ -109,9 +102,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=7, help="seed of the clip selection (default 7, the validation clips)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    model = Path(args.model)
-    if not (model / "model_index.json").is_file():
-        print(f"error: {model} is not a diffusers pipeline folder (no model_index.json); pass --model DIR", file=sys.stderr)
+    model = pipeline_folder(args.model)
+    if model is None:
         return 2
     settings, tap = DemoSettings(), MapTap()
     results = [measure_clip(model, clip, settings, tap) for clip, _ in make_clips(args.clips, settings.num_frames, args.seed)]

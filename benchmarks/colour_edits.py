@@ -26,13 +26,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from toyworld_quality import held_out, make_clips, tuned_model
+from toyworld_quality import clip_setup, held_out, make_clips, pipeline_folder, trained_state, tuned_model
 from tuneavideo.config import RunConfig
 from tuneavideo.demo import TOY_MODEL, DemoSettings
 from tuneavideo.toyworld import clip_caption, render_clip, with_attributes
@@ -69,13 +71,7 @@ def rgb_cosine(source, target, background: np.ndarray) -> float:
 
 
 def measure_clip(model: Path, clip, variants: list[str], settings: DemoSettings, work: Path) -> list[dict]:
-    source = render_clip(clip, size=settings.size)
-    frames = torch.from_numpy(source).permute(0, 3, 1, 2).float() / 255
-    config = RunConfig()
-    config.video.prompt = clip_caption(clip)
-    config.video.num_frames, config.video.width, config.video.height = clip.num_frames, settings.size, settings.size
-    config.sample.num_inference_steps = config.sample.num_inversion_steps = settings.steps
-    config.sample.guidance_scale, config.sample.seed = settings.guidance_scale, settings.seed
+    source, frames, config = clip_setup(clip, settings)
     edits = colour_edits(clip)
     prompts = [clip_caption(with_attributes(clip, **change)) for change in edits]
     attributes = {"shape": clip.shape, "colour": clip.colour, "background": clip.background}
@@ -85,11 +81,6 @@ def measure_clip(model: Path, clip, variants: list[str], settings: DemoSettings,
     for variant in variants:
         state = None
         if variant == "full":
-            import tempfile
-
-            from toyworld_quality import trained_state
-            from PIL import Image
-
             with tempfile.TemporaryDirectory(dir=work) as folder:
                 for i, frame in enumerate(source):
                     Image.fromarray(frame).save(Path(folder) / f"{i:03d}.png")
@@ -132,13 +123,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="also write the per-edit records and the summary here (JSON)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    model = Path(args.model)
-    if not (model / "model_index.json").is_file():
-        print(f"error: {model} is not a diffusers pipeline folder (no model_index.json); pass --model DIR", file=sys.stderr)
+    model = pipeline_folder(args.model)
+    if model is None:
         return 2
     settings = DemoSettings()
-    import tempfile
-
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for index, (clip, _) in enumerate(make_clips(args.clips, settings.num_frames, args.seed)):

@@ -27,10 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toyworld_quality import make_clips, tuned_model
-from tuneavideo.config import RunConfig
+from toyworld_quality import clip_setup, make_clips, pipeline_folder, tuned_model
 from tuneavideo.demo import TOY_MODEL, DemoSettings
-from tuneavideo.toyworld import clip_caption, render_clip, with_attributes
+from tuneavideo.toyworld import clip_caption, with_attributes
 from tuneavideo.toyworld.metrics import score_edit
 
 #: The ways each edit is sampled, in the order of the table.
@@ -55,13 +54,7 @@ class PooledTextSwap:
 
 
 def measure_clip(model: Path, clip, edits, settings: DemoSettings) -> list[dict]:
-    source = render_clip(clip, size=settings.size)
-    frames = torch.from_numpy(source).permute(0, 3, 1, 2).float() / 255
-    config = RunConfig()
-    config.video.prompt = clip_caption(clip)
-    config.video.num_frames, config.video.width, config.video.height = clip.num_frames, settings.size, settings.size
-    config.sample.num_inference_steps = config.sample.num_inversion_steps = settings.steps
-    config.sample.guidance_scale, config.sample.seed = settings.guidance_scale, settings.seed
+    source, frames, config = clip_setup(clip, settings)
     tuned = tuned_model(model, config, frames, None)
     swap = PooledTextSwap(tuned.pipe.unet)
     attributes = {"shape": clip.shape, "colour": clip.colour, "background": clip.background}
@@ -87,9 +80,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="also write the per-edit records and the summary here (JSON)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    model = Path(args.model)
-    if not (model / "model_index.json").is_file():
-        print(f"error: {model} is not a diffusers pipeline folder (no model_index.json); pass --model DIR", file=sys.stderr)
+    model = pipeline_folder(args.model)
+    if model is None:
         return 2
     from diffusers import UNet2DConditionModel
 

@@ -116,6 +116,28 @@ def make_clips(count: int, num_frames: int, seed: int) -> list[tuple]:
     return clips
 
 
+def clip_setup(clip, settings: DemoSettings) -> tuple[np.ndarray, torch.Tensor, RunConfig]:
+    """A clip rendered at the demo's size (``(f, h, w, 3)`` uint8), its frames ``(f, 3, h, w)`` in [0, 1], and a
+    run config for it with the demo's inversion and sampling settings."""
+    source = render_clip(clip, size=settings.size)
+    frames = torch.from_numpy(source).permute(0, 3, 1, 2).float() / 255
+    config = RunConfig()
+    config.video.prompt = clip_caption(clip)
+    config.video.num_frames, config.video.width, config.video.height = clip.num_frames, settings.size, settings.size
+    config.sample.num_inference_steps = config.sample.num_inversion_steps = settings.steps
+    config.sample.guidance_scale, config.sample.seed = settings.guidance_scale, settings.seed
+    return source, frames, config
+
+
+def pipeline_folder(path: str) -> Path | None:
+    """``path`` as a diffusers pipeline folder; None, after an ``error:`` line, when it is not one."""
+    folder = Path(path)
+    if not (folder / "model_index.json").is_file():
+        print(f"error: {folder} is not a diffusers pipeline folder (no model_index.json); pass --model DIR", file=sys.stderr)
+        return None
+    return folder
+
+
 def blend_words(clip, change: dict, in_source: bool) -> list[str]:
     """The words whose attention marks what ``change`` edits: the object's shape, or the background's words; in the
     source prompt and (unless ``in_source``) the edit's."""
