@@ -342,12 +342,17 @@ def test_a_unet_taken_from_an_earlier_run_gives_the_full_runs_weights(tmp_path):
 
 
 def test_pretraining_interrupted_in_the_video_phase_resumes_to_the_same_weights(tmp_path):
-    from tuneavideo.toymodel.pretrain import CHECKPOINT_DIR, pretrain
+    from tuneavideo.toymodel.pretrain import CHECKPOINT_DIR, main, pretrain
 
     run = dict(TINY_RUN, video_steps=4, checkpoint_every=2)
     whole = pretrain(tmp_path / "whole", seed=7, vae_steps=2, unet_steps=2, progress=False, **run)
     pretrain(tmp_path / "cut", seed=7, vae_steps=2, unet_steps=2, progress=False, video_stop_step=3, **run)
     assert (tmp_path / "cut" / CHECKPOINT_DIR / "state.pt").is_file()  # holds video step 2
+    # the command line may stop a resumed run early again (a resumable setting), not change its arithmetic
+    with pytest.raises(SystemExit):
+        main(["--output", str(tmp_path / "cut"), "--resume", "--set", "video_lr=1e-3"])
+    assert main(["--output", str(tmp_path / "cut"), "--resume", "--set", "video_stop_step=3", "--quiet"]) == 0
+    assert json.loads((tmp_path / "cut" / "training.json").read_text())["video"]["steps_done"] == 3
     resumed = pretrain(tmp_path / "cut", seed=7, resume=True, progress=False)
     assert resumed["video"]["steps_done"] == 4 and resumed["video"]["final_mse"] == whole["video"]["final_mse"]
     assert not (tmp_path / "cut" / CHECKPOINT_DIR).exists()

@@ -32,6 +32,7 @@ Command line::
     python -m tuneavideo.toymodel.pretrain --output DIR            # the shipped recipe (about 2 hours, one core)
     python -m tuneavideo.toymodel.pretrain --output DIR --fast     # a few minutes: a smoke-test model
     python -m tuneavideo.toymodel.pretrain --output DIR --resume   # continue an interrupted run to the same weights
+    python -m tuneavideo.toymodel.pretrain --output DIR --resume --set video_stop_step=2000  # ... and stop it there again
     python -m tuneavideo.toymodel.pretrain --output DIR --device cuda --unet-steps 40000 \
         --set unet_groups=4                                         # any PretrainConfig field: --set NAME=VALUE
 """
@@ -972,7 +973,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="any other PretrainConfig field, e.g. --set unet_time_scale_shift=scale_shift "
                              "--set unet_channels=[32,64,128] (JSON values; repeatable)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the unfinished run in --output from its last checkpoint, with its own settings")
+                        help="continue the unfinished run in --output from its last checkpoint, with its own settings "
+                             f"(--set may change only {', '.join(sorted(RESUMABLE_CHANGES))})")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -993,10 +995,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.snapshot_dir:
         extra["snapshot_dir"] = args.snapshot_dir
     if args.resume:
+        fixed = sorted(name for name in settings if name not in RESUMABLE_CHANGES)
         given = [flag for flag, value in (("--fast", args.fast), ("--vae-steps", args.vae_steps), ("--unet-steps",
-                 args.unet_steps), ("--threads", args.threads), ("--set", args.settings)) if value]
+                 args.unet_steps), ("--threads", args.threads)) if value] + [f"--set {name}" for name in fixed]
         if given or args.seed != 0:
-            parser.error(f"--resume continues a run with the settings it was started with; drop {', '.join(given) or '--seed'}")
+            parser.error(f"--resume continues a run with the settings it was started with; drop {', '.join(given) or '--seed'} "
+                         f"(a resumed run may change only {', '.join(sorted(RESUMABLE_CHANGES))})")
         try:
             seed = load_checkpoint(args.output)["config"]["seed"]
         except ValueError as error:
