@@ -36,7 +36,7 @@ from PIL import Image
 
 from toyworld_quality import clip_setup, held_out, make_clips, pipeline_folder, trained_state, tuned_model
 from tuneavideo.config import RunConfig
-from tuneavideo.demo import TOY_MODEL, DemoSettings
+from tuneavideo.demo import SOURCE, TOY_MODEL, DemoSettings
 from tuneavideo.toyworld import clip_caption, render_clip, with_attributes
 from tuneavideo.toyworld.metrics import score_edit
 from tuneavideo.toyworld.render import COLOURS, object_coverage, render_background, scene_at
@@ -119,6 +119,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=str(TOY_MODEL), help="pipeline folder (default the bundled toy model)")
     parser.add_argument("--clips", type=int, default=4, help="the first N clips of toyworld_quality.py's selection")
     parser.add_argument("--seed", type=int, default=2024, help="seed of the clip selection (as toyworld_quality.py)")
+    parser.add_argument("--demo", action="store_true", help="measure the demo's source clip instead of the selection")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS[:2]), choices=VARIANTS)
     parser.add_argument("--out", help="also write the per-edit records and the summary here (JSON)")
     args = parser.parse_args(argv)
@@ -129,9 +130,10 @@ def main(argv=None) -> int:
     settings = DemoSettings()
     rows = []
     with tempfile.TemporaryDirectory() as work:
-        for index, (clip, _) in enumerate(make_clips(args.clips, settings.num_frames, args.seed)):
+        clips = [SOURCE] if args.demo else [clip for clip, _ in make_clips(args.clips, settings.num_frames, args.seed)]
+        for index, clip in enumerate(clips):
             rows += measure_clip(model, clip, args.variants, settings, Path(work))
-            print(f"clip {index + 1}/{args.clips} done", file=sys.stderr, flush=True)
+            print(f"clip {index + 1}/{len(clips)} done", file=sys.stderr, flush=True)
     distance = [r["latent_distance"] for r in rows]
     summary = {"edits": len(rows), "latent_distance_mean": float(np.mean(distance))}
     cosine = [r["latent_cosine"] for r in rows]
