@@ -67,6 +67,26 @@ BACKGROUNDS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
     "black night": ((12, 14, 34), (36, 38, 70)),
 }
 
+#: Every object is drawn with an outline this wide (a fraction of the frame width: 2 px at 64x64), inside the
+#: shape's extent, in the colour :data:`OUTLINES` gives for the background. A flat object stands out of its
+#: background only through its colour, and then two colours can stand out in opposite directions of a VAE's
+#: latents (red and green in the toy VAE), so that a model sampling from one colour's inverted latents finds no
+#: object where the other stood; natural objects carry edges and shading that do not change with their colour.
+#: The outline is that edge: the same for every colour, contrasting with every background.
+OUTLINE_WIDTH: float = 2 / 64
+
+_BLACK, _WHITE = (20, 20, 20), (245, 245, 245)
+
+#: Background name -> RGB of the outline of objects on it: black on the light backgrounds, white on the dark ones.
+OUTLINES: dict[str, tuple[int, int, int]] = {
+    "green grass": _WHITE,
+    "blue sky": _BLACK,
+    "white snow": _BLACK,
+    "sandy beach": _BLACK,
+    "grey road": _WHITE,
+    "black night": _WHITE,
+}
+
 #: Motion path name -> the phrase used in clip captions.
 PATHS: dict[str, str] = {
     "right": "moving right",
@@ -209,31 +229,34 @@ def centre_range(shape: str, size: str, margin: float = MARGIN) -> tuple[tuple[f
     return (margin + left, 1.0 - margin - right), (margin + up, 1.0 - margin - down)
 
 
-def _inside(shape: str, dx: np.ndarray, dy: np.ndarray, radius: float) -> np.ndarray:
+def _inside(shape: str, dx: np.ndarray, dy: np.ndarray, radius: float, inset: float = 0.0) -> np.ndarray:
     """Boolean mask of the points ``(dx, dy)`` (relative to the centroid, y down) that
-    lie inside ``shape`` of nominal ``radius`` (same units as ``dx``/``dy``)."""
+    lie inside ``shape`` of nominal ``radius`` (same units as ``dx``/``dy``), at least
+    ``inset`` from its edge (every edge moved inwards by ``inset``)."""
     if shape == "circle":
-        return dx * dx + dy * dy <= radius * radius
+        inner = radius - inset
+        return dx * dx + dy * dy <= inner * inner
     if shape == "square":
-        half = _SQUARE_HALF_SIDE * radius
+        half = _SQUARE_HALF_SIDE * radius - inset
         return (np.abs(dx) <= half) & (np.abs(dy) <= half)
     if shape == "triangle":
-        # Equilateral, apex up, centroid at the origin: apex at (0, -R), base at y = R/2.
-        big_r = _TRIANGLE_CIRCUMRADIUS * radius
+        # Equilateral, apex up, centroid at the origin: apex at (0, -R), base at y = R/2; the
+        # inradius is R/2, so moving the edges in by ``inset`` takes 2 * inset off R.
+        big_r = _TRIANGLE_CIRCUMRADIUS * radius - 2 * inset
         return (dy <= big_r / 2) & (math.sqrt(3) * np.abs(dx) <= dy + big_r)
     if shape == "cross":
-        half_w = _CROSS_HALF_WIDTH * radius
+        half_w, arm = _CROSS_HALF_WIDTH * radius - inset, radius - inset
         ax, ay = np.abs(dx), np.abs(dy)
-        return ((ax <= radius) & (ay <= half_w)) | ((ax <= half_w) & (ay <= radius))
+        return ((ax <= arm) & (ay <= half_w)) | ((ax <= half_w) & (ay <= arm))
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def _coverage(shape: str, radius_px: float, cx: float, cy: float, size: int):
+def _coverage(shape: str, radius_px: float, cx: float, cy: float, size: int, inset_px: float = 0.0):
     """Antialiased coverage of a shape centred at continuous pixel coordinates
-    ``(cx, cy)`` (pixel ``i`` spans ``[i, i + 1)``).
+    ``(cx, cy)`` (pixel ``i`` spans ``[i, i + 1)``), shrunk by ``inset_px`` (see :func:`_inside`).
 
-    Returns ``(rows, cols, alpha)``: the slices of the frame that the shape touches and
-    the fraction of each pixel it covers there.
+    Returns ``(rows, cols, alpha)``: the slices of the frame that the (unshrunk) shape touches
+    and the fraction of each pixel it covers there.
     """
     left, right, up, down = (e * radius_px for e in SHAPE_EXTENTS[shape])
     c0 = max(int(math.floor(cx - left)) - 1, 0)
@@ -244,7 +267,7 @@ def _coverage(shape: str, radius_px: float, cx: float, cy: float, size: int):
     offsets = (np.arange(ss) + 0.5) / ss
     xs = (np.arange(c0, c1)[:, None] + offsets[None, :]).ravel() - cx
     ys = (np.arange(r0, r1)[:, None] + offsets[None, :]).ravel() - cy
-    inside = _inside(shape, xs[None, :], ys[:, None], radius_px)
+    inside = _inside(shape, xs[None, :], ys[:, None], radius_px, inset_px)
     alpha = inside.reshape(r1 - r0, ss, c1 - c0, ss).mean(axis=(1, 3))
     return slice(r0, r1), slice(c0, c1), alpha
 
@@ -286,13 +309,17 @@ def render_background(background: str, size: int = 64) -> np.ndarray:
     return base * (1.0 - t[..., None]) + accent * t[..., None]
 
 
-def _composite(canvas: np.ndarray, shape: str, colour: str, size_name: str, x: float, y: float) -> None:
-    """Paint an object in place onto a float canvas of shape ``(S, S, 3)``."""
+def _composite(canvas: np.ndarray, shape: str, colour: str, size_name: str, x: float, y: float, background: str) -> None:
+    """Paint an object, in its colour inside an outline of :data:`OUTLINES`' colour for ``background``, in place
+    onto a float canvas of shape ``(S, S, 3)``."""
     size = canvas.shape[0]
-    rows, cols, alpha = _coverage(shape, SIZES[size_name] * size, x * size, y * size, size)
-    rgb = np.asarray(COLOURS[colour], dtype=np.float64)
+    radius, cx, cy = SIZES[size_name] * size, x * size, y * size
+    rows, cols, alpha = _coverage(shape, radius, cx, cy, size)
+    _, _, fill = _coverage(shape, radius, cx, cy, size, inset_px=OUTLINE_WIDTH * size)
     patch = canvas[rows, cols]
-    canvas[rows, cols] = patch + alpha[..., None] * (rgb - patch)
+    patch += alpha[..., None] * (np.asarray(OUTLINES[background], dtype=np.float64) - patch)
+    patch += fill[..., None] * (np.asarray(COLOURS[colour], dtype=np.float64) - patch)
+    canvas[rows, cols] = patch
 
 
 def _finish(canvas: np.ndarray, as_float: bool) -> np.ndarray:
@@ -305,7 +332,7 @@ def render_scene(scene: Scene, size: int = 64, as_float: bool = False) -> np.nda
     """Render a scene as a ``(size, size, 3)`` uint8 image (float32 in ``[0, 1]`` if
     ``as_float``). Float output is the uint8 image divided by 255."""
     canvas = render_background(scene.background, size)
-    _composite(canvas, scene.shape, scene.colour, scene.size, scene.x, scene.y)
+    _composite(canvas, scene.shape, scene.colour, scene.size, scene.x, scene.y, scene.background)
     return _finish(canvas, as_float)
 
 
@@ -385,7 +412,7 @@ def render_clip(clip: Clip, size: int = 64, as_float: bool = False) -> np.ndarra
     frames = []
     for x, y in clip_positions(clip):
         canvas = background.copy()
-        _composite(canvas, clip.shape, clip.colour, clip.size, float(x), float(y))
+        _composite(canvas, clip.shape, clip.colour, clip.size, float(x), float(y), clip.background)
         frames.append(_finish(canvas, as_float))
     return np.stack(frames)
 
