@@ -67,13 +67,13 @@ BACKGROUNDS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
     "black night": ((12, 14, 34), (36, 38, 70)),
 }
 
-#: Every object is drawn with an outline this wide (a fraction of the frame width: 2 px at 64x64), inside the
+#: Every object is drawn with an outline this wide (a fraction of the frame width: 1.5 px at 64x64), inside the
 #: shape's extent, in the colour :data:`OUTLINES` gives for the background. A flat object stands out of its
 #: background only through its colour, and then two colours can stand out in opposite directions of a VAE's
 #: latents (red and green in the toy VAE), so that a model sampling from one colour's inverted latents finds no
 #: object where the other stood; natural objects carry edges and shading that do not change with their colour.
 #: The outline is that edge: the same for every colour, contrasting with every background.
-OUTLINE_WIDTH: float = 2 / 64
+OUTLINE_WIDTH: float = 1.5 / 64
 
 _BLACK, _WHITE = (20, 20, 20), (245, 245, 245)
 
