@@ -132,6 +132,32 @@ def test_vocabulary_sizes_and_separation():
             assert np.linalg.norm(texture - np.asarray(rgb), axis=1).min() >= 100, (name, rgb)
 
 
+def test_every_outline_stands_out_from_its_background():
+    for name in BACKGROUNDS:
+        texture = render_background(name, 64).reshape(-1, 3)
+        assert np.linalg.norm(texture - np.asarray(render.OUTLINES[name]), axis=1).min() >= 100, name
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_objects_are_filled_inside_an_outline_of_constant_width(shape):
+    width = render.OUTLINE_WIDTH * 64
+    for background in ("blue sky", "black night"):
+        scene = Scene(shape, "red", "large", background, 0.5, 0.55)
+        image = render_scene(scene).astype(float)
+        inside = render.object_coverage(scene) >= 0.5
+        # distance of each pixel centre to the nearest pixel centre outside the shape, by brute force
+        rows, cols = np.nonzero(inside)
+        out_rows, out_cols = np.nonzero(~inside)
+        depth = np.sqrt((rows[:, None] - out_rows[None]) ** 2 + (cols[:, None] - out_cols[None]) ** 2).min(axis=1)
+        pixels = image[rows, cols]
+        is_outline = np.linalg.norm(pixels - render.OUTLINES[background], axis=1) < 10
+        is_fill = np.linalg.norm(pixels - COLOURS["red"], axis=1) < 10
+        assert is_outline.sum() >= 20 and is_fill.sum() >= 20, (shape, background)
+        # the outline hugs the edge and the fill keeps off it, on every side of every shape
+        assert depth[is_outline].max() <= width + 1.0, (shape, background, depth[is_outline].max())
+        assert depth[is_fill].min() >= width, (shape, background, depth[is_fill].min())
+
+
 def test_all_combinations_render():
     for shape, colour, size, background in itertools.product(SHAPES, COLOURS, SIZES, BACKGROUNDS):
         image = render_scene(Scene(shape, colour, size, background))
