@@ -369,6 +369,56 @@ def test_detector_is_robust_to_perturbations(kinds, count):
     assert np.median(errors) < 0.5 and np.mean(errors < 1.0) >= 0.95, (kinds, errors.max())
 
 
+@pytest.mark.parametrize("width", [0.0, 1 / 64, 1.5 / 64])
+def test_detector_reads_objects_with_thinner_outlines_or_none(monkeypatch, width):
+    """Flat objects (no outline: what a generated image that lost it shows) and thinner outlines than the world's
+    are read as well as the world's objects, exact and perturbed."""
+    monkeypatch.setattr(render, "OUTLINE_WIDTH", width)
+    scenes = [random_scene(40_000 + seed) for seed in range(300)]
+    accuracy, errors = score(scenes, [render_scene(s) for s in scenes])
+    assert all(value >= 0.99 for value in accuracy.values()), (width, accuracy)
+    assert errors.max() < 1.0, (width, errors.max())
+    rng = np.random.default_rng(41)
+    frames = [perturb(render_scene(s), rng, ("blur", "cast", "noise", "jpeg")) for s in scenes]
+    accuracy, errors = score(scenes, frames)
+    assert all(value >= 0.95 for value in accuracy.values()), (width, accuracy)
+    assert np.median(errors) < 0.5 and np.mean(errors < 1.0) >= 0.95, (width, errors.max())
+
+
+@pytest.mark.parametrize("width", [2 / 64, 1.5 / 64])
+def test_detector_reads_the_colour_of_small_crosses(monkeypatch, width):
+    """A small cross's fill is only a few pixels wide inside its outline: every colour on every background, at
+    several positions (so at several sub-pixel phases), is read."""
+    monkeypatch.setattr(render, "OUTLINE_WIDTH", width)
+    rng = np.random.default_rng(42)
+    scenes = [
+        random_scene(rng, shape="cross", size="small", colour=colour, background=background)
+        for colour, background in itertools.product(COLOURS, BACKGROUNDS)
+        for _ in range(5)
+    ]
+    accuracy, errors = score(scenes, [render_scene(s) for s in scenes])
+    assert all(value >= 0.99 for value in accuracy.values()), (width, accuracy)
+    assert errors.max() < 1.0, (width, errors.max())
+
+
+@pytest.mark.parametrize("outline", ["mid grey", "half strength"])
+def test_detector_reads_objects_whose_outline_is_not_the_tables(monkeypatch, outline):
+    """A generated image can draw the outline in another colour than :data:`render.OUTLINES` gives, or weakly: in
+    a mid grey on every background, or halfway between the table's colour and the background's."""
+    if outline == "mid grey":
+        colours = dict.fromkeys(render.OUTLINES, (128, 128, 128))
+    else:
+        colours = {
+            name: tuple(int(round((k + (b + a) / 2) / 2)) for k, b, a in zip(render.OUTLINES[name], *BACKGROUNDS[name]))
+            for name in render.OUTLINES
+        }
+    monkeypatch.setattr(render, "OUTLINES", colours)
+    scenes = [random_scene(45_000 + seed) for seed in range(400)]
+    accuracy, errors = score(scenes, [render_scene(s) for s in scenes])
+    assert all(value >= 0.95 for value in accuracy.values()), (outline, accuracy)
+    assert np.mean(errors < 1.0) >= 0.95, (outline, errors.max())
+
+
 def test_detector_follows_clip_tracks():
     for seed in range(12):
         clip = random_clip(30_000 + seed, num_frames=10)

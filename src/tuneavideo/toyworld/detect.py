@@ -19,21 +19,40 @@ Method (per frame, values on the 0..255 scale)
 2. **Object seed.** ``d`` = distance of each smoothed pixel to the background plane.
    Pixels with ``d`` above a noise threshold (median + 6 robust sigmas of ``d`` on the
    border, and at least 30) form candidate regions; the largest 8-connected one is
-   the object's seed. Its *core* (``d`` >= 75% of the seed's 90th-percentile ``d``)
-   lies away from the edges, where object and background mix, and the per-channel
-   median of the *unsmoothed* core pixels is the object's colour ``O``.
-3. **Coverage and mask.** Each pixel is unmixed as ``alpha * O + (1 - alpha) * B``
-   with ``B`` the background plane there (``alpha`` = projection of ``pixel - B`` on
-   ``O - B``, clipped to [0, 1], 0 where ``d`` is within the noise). The mask is the
-   largest 8-connected component of ``alpha > 0.5``: the boundary sits where a blurred
-   or antialiased edge is half object, half background, whatever the local contrast
-   (it varies over gradient backgrounds), so area and centroid are unbiased under
-   blur.
-4. **Centroid** = ``alpha``-weighted mean pixel position over the mask grown by one
-   pixel (sub-pixel; pixel-index units: pixel ``[row j, col i]`` is at ``(x=i, y=j)``).
-5. **Colour** = the :data:`~tuneavideo.toyworld.render.COLOURS` entry nearest to ``O``
-   (palette entries are >= 90 RGB units apart).
-6. **Shape** from two moment features of the coverage (see :func:`shape_features`),
+   the object's seed. It holds the object's fill and, drawn inside the object's extent,
+   its outline (see :data:`~tuneavideo.toyworld.render.OUTLINES`).
+3. **Fill and outline colours.** Over the seed's *unsmoothed* pixels, with ``B`` the
+   background plane under each, a pure colour is the one farthest from the line through
+   ``B`` towards the other colour (a mix of two colours, or of one with the background,
+   lies nearer that line). Starting from the per-channel median of the seed's deepest
+   pixels (chessboard depth >= half its maximum) as the fill ``O``: if the 90th
+   percentile of the pixels' distance from the ``B``-``O`` line is below 40, the object
+   has no outline (a flat object, or one whose outline the image lost) and ``O`` is the
+   median of the seed's *core* (``d`` >= 75% of the seed's 90th-percentile ``d``, away
+   from the edges where object and background mix). Otherwise the outline colour ``K``
+   is the median of the pixels farthest from the ``B``-``O`` line (>= 75% of its 90th
+   percentile), then ``O`` likewise from the ``B``-``K`` line, twice; of the two, the
+   colour whose pixels lie deeper in the seed on average is the fill. ``K`` is measured,
+   not taken from the outline table, so an outline drawn weakly or in another grey is
+   read as well.
+4. **Coverage and mask.** Each smoothed pixel above the noise threshold is unmixed by
+   least squares as ``a * O + b * K + (1 - a - b) * B`` and covered by the object to
+   ``alpha = a + b`` (clipped to [0, 1]; ``a * O + (1 - a) * B`` without an outline, or
+   when ``O - B`` and ``K - B`` are nearly parallel). The mask is the largest
+   8-connected component of ``alpha > 0.5`` with its holes filled: the boundary sits
+   where a blurred or antialiased edge is half object, half background, whatever the
+   local contrast (it varies over gradient backgrounds), so area and centroid are
+   unbiased under blur; fill and outline both count, so the mask is the object's whole
+   extent, and pixels where fill and outline mix stay inside it. The *coverage* is
+   ``alpha`` over the mask grown by one pixel, 1 in the filled holes.
+5. **Centroid** = coverage-weighted mean pixel position (sub-pixel; pixel-index units:
+   pixel ``[row j, col i]`` is at ``(x=i, y=j)``).
+6. **Colour** = the :data:`~tuneavideo.toyworld.render.COLOURS` entry nearest to ``O``
+   (palette entries are >= 90 RGB units apart); with an outline, nearest to ``O`` of
+   the mixes ``t * C + (1 - t) * K``, ``t`` in [0.5, 1], of each entry ``C`` with the
+   outline: a fill a few pixels wide (a small cross's arms) keeps no pure pixel once
+   blurred.
+7. **Shape** from two moment features of the coverage (see :func:`shape_features`),
    matched to the nearest prototype:
 
    * *coupling* ``E[x^2 y^2] / (E[x^2] E[y^2])``: 1 for the square, 2/3 for the
@@ -44,7 +63,7 @@ Method (per frame, values on the 0..255 scale)
    moves by a whole pixel with one noisy pixel, a large error on a 16 px object), are
    invariant to scale and position, and the effect of a Gaussian blur on them is
    known and removed (its variance is estimated from the coverage and the mask).
-7. **Size**: the radius implied by the mask's area for the detected shape (area /
+8. **Size**: the radius implied by the mask's area for the detected shape (area /
    nominal area-per-radius^2 of that shape), matched to the nominal radii of
    :data:`~tuneavideo.toyworld.render.SIZES` on a log scale (the two sizes differ by
    1.75x in radius, ~3x in area).
@@ -91,6 +110,9 @@ _MIN_THRESHOLD = 30.0  # lowest object/background distance counted as object (0.
 _NOISE_SIGMAS = 6.0  # robust sigmas of border noise above which a pixel is object
 _MIN_AREA_FRACTION = 0.002  # smaller components are noise (8 px at 64x64)
 _CORE_FRACTION = 0.75  # seed pixels with d >= this * contrast are the colour core
+_MIN_OUTLINE_CONTRAST = 40.0  # an outline stands this far (0..255) off the background-fill line, or is not there
+_MIN_FILL_PURITY = 0.5  # least fraction of fill colour in the measured fill (the rest: outline)
+_MIN_UNMIX_SINE = 0.25  # fill and outline directions from the background closer than this (sine) are not unmixed
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,12 +214,12 @@ def _fit_background_plane(image: np.ndarray, border: np.ndarray) -> np.ndarray:
     return coef[0] + columns * coef[1] + rows * coef[2]
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component of a boolean mask (empty if none).
+def _components(mask: np.ndarray) -> tuple[list[int], list[int], list[int], list[int]]:
+    """8-connected components of a boolean mask, as horizontal runs of True pixels.
 
-    Works on horizontal runs of True pixels: a run touches a run of the previous row
-    when their column ranges overlap or meet diagonally; touching runs are merged with
-    a union-find, and the component with the most pixels is painted back.
+    Returns ``(rows, starts, ends, roots)``: run ``i`` covers ``mask[rows[i], starts[i]:ends[i]]`` and belongs to
+    the component labelled ``roots[i]``. A run touches a run of the previous row when their column ranges overlap
+    or meet diagonally; touching runs are merged with a union-find.
     """
     h, w = mask.shape
     padded = np.zeros((h, w + 2), dtype=np.int8)
@@ -205,8 +227,6 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     steps = np.diff(padded, axis=1)  # +1 where a run starts, -1 one past its end
     rows, starts = np.nonzero(steps == 1)
     ends = np.nonzero(steps == -1)[1]  # same (row-major) order as the starts
-    if len(rows) == 0:
-        return np.zeros_like(mask, dtype=bool)
     rows, starts, ends = rows.tolist(), starts.tolist(), ends.tolist()
 
     parent = list(range(len(rows)))
@@ -232,16 +252,41 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
                 root_i, root_j = find(i), find(j)
                 if root_i != root_j:
                     parent[max(root_i, root_j)] = min(root_i, root_j)
+    return rows, starts, ends, [find(i) for i in range(len(rows))]
 
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a boolean mask (empty if none)."""
+    rows, starts, ends, roots = _components(mask)
+    out = np.zeros_like(mask, dtype=bool)
+    if not rows:
+        return out
     sizes: dict[int, int] = {}
-    roots = [find(i) for i in range(len(rows))]
     for i, root in enumerate(roots):
         sizes[root] = sizes.get(root, 0) + ends[i] - starts[i]
     best = max(sizes, key=sizes.get)
-    out = np.zeros_like(mask, dtype=bool)
     for i, root in enumerate(roots):
         if root == best:
             out[rows[i], starts[i] : ends[i]] = True
+    return out
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with every region of False pixels that does not reach the border of the mask's bounding box
+    (grown by one pixel) set to True."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        return mask
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    crop = np.pad(mask[r0:r1, c0:c1], 1)
+    run_rows, starts, ends, roots = _components(~crop)
+    outside = {root for i, root in enumerate(roots)
+               if run_rows[i] in (0, crop.shape[0] - 1) or starts[i] == 0 or ends[i] == crop.shape[1]}
+    out = mask.copy()
+    for i, root in enumerate(roots):
+        if root not in outside:
+            out[r0 + run_rows[i] - 1, c0 + starts[i] - 1 : c0 + ends[i] - 1] = True
     return out
 
 
@@ -269,6 +314,35 @@ def _dilate(mask: np.ndarray) -> np.ndarray:
         for dx in range(3):
             out |= padded[dy : dy + h, dx : dx + w]
     return out
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    """Binary erosion with a 3x3 square (outside the frame counts as False), as two 3-pixel erosions."""
+    rows = mask.copy()
+    rows[1:] &= mask[:-1]
+    rows[:-1] &= mask[1:]
+    rows[0] = rows[-1] = False
+    out = rows.copy()
+    out[:, 1:] &= rows[:, :-1]
+    out[:, :-1] &= rows[:, 1:]
+    out[:, 0] = out[:, -1] = False
+    return out
+
+
+def _depth(mask: np.ndarray) -> np.ndarray:
+    """Chessboard depth of each pixel of ``mask``: 1 on its edge, k where k - 1 erosions keep it, 0 outside."""
+    depth = np.zeros(mask.shape, dtype=np.int32)
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        return depth
+    window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    current = mask[window]
+    inner = depth[window]
+    while current.any():
+        inner += current
+        current = _erode(current)
+    return depth
 
 
 def _moments(weights: np.ndarray) -> tuple[float, float, float, float, float, float, float]:
@@ -336,6 +410,20 @@ def classify_shape(features: dict[str, float]) -> str:
     return best
 
 
+def classify_colour(rgb, outline_rgb=None) -> str:
+    """Name of the palette colour that ``rgb`` (0..255) shows: the nearest :data:`COLOURS` entry ``C``, or, with an
+    ``outline_rgb`` ``K``, the entry nearest to ``rgb`` of the colours ``t * C + (1 - t) * K`` with ``t`` in
+    [:data:`_MIN_FILL_PURITY`, 1] (a thin fill, blurred, mixes with its outline)."""
+    if outline_rgb is None:
+        return _nearest(rgb, COLOURS)
+    names = list(COLOURS)
+    refs = np.asarray([COLOURS[n] for n in names], dtype=np.float64)
+    towards = refs - outline_rgb
+    t = np.clip((towards @ (rgb - outline_rgb)) / np.einsum("nc,nc->n", towards, towards), _MIN_FILL_PURITY, 1.0)
+    mixes = outline_rgb + t[:, None] * towards
+    return names[int(np.argmin(np.linalg.norm(mixes - rgb, axis=1)))]
+
+
 def classify_size(area: float, shape: str, frame_width: int) -> tuple[str, float]:
     """Size name for an object of ``area`` pixels, and the estimated radius as a
     fraction of the frame width. Sizes are compared on a log scale, so the boundary
@@ -343,6 +431,57 @@ def classify_size(area: float, shape: str, frame_width: int) -> tuple[str, float
     radius = math.sqrt(area / SHAPE_AREA_FACTORS[shape]) / frame_width
     name = min(SIZES, key=lambda s: abs(math.log(radius / SIZES[s])))
     return name, radius
+
+
+def _off_line(pixels: np.ndarray, base: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Distance of each of ``pixels`` (N, 3) from the line through its background ``base`` (N, 3) along
+    ``end - mean(base)``: the mixes of that background with colour ``end`` lie on it."""
+    direction = end - base.mean(axis=0)
+    direction = direction / max(float(np.linalg.norm(direction)), 1e-6)
+    offset = pixels - base
+    return np.linalg.norm(offset - np.outer(offset @ direction, direction), axis=1)
+
+
+def _object_colours(raw, plane, seed, core):
+    """The object's fill colour and its outline colour (``None`` when it shows no outline), from the unsmoothed
+    pixels of the seed region (see the module docstring, step 3)."""
+    pixels, base = raw[seed], plane[seed]
+    depth = _depth(seed)[seed]
+    deep = depth >= (depth.max() + 1) // 2
+    fill = np.median(pixels[deep], axis=0)
+    off = _off_line(pixels, base, fill)
+    if np.percentile(off, 90) < _MIN_OUTLINE_CONTRAST:
+        return np.median(raw[core], axis=0), None
+    for _ in range(2):
+        off = _off_line(pixels, base, fill)
+        outline_core = off >= _CORE_FRACTION * np.percentile(off, 90)
+        outline = np.median(pixels[outline_core], axis=0)
+        off = _off_line(pixels, base, outline)
+        fill_core = off >= _CORE_FRACTION * np.percentile(off, 90)
+        fill = np.median(pixels[fill_core], axis=0)
+    if depth[fill_core].mean() < depth[outline_core].mean():  # the outline is the outer colour
+        fill, outline = outline, fill
+    return fill, outline
+
+
+def _unmix(pixels, base, object_rgb, outline_rgb) -> np.ndarray:
+    """Fraction of each of ``pixels`` (N, 3) covered by the object, fill and outline together, clipped to [0, 1],
+    over the background colours ``base`` (N, 3): the pixel is unmixed as ``a * O + b * K + (1 - a - b) * B`` (least
+    squares) and the coverage is ``a + b``; with no outline (or one in line with the background and the fill), as
+    ``a * O + (1 - a) * B``."""
+    x = pixels - base
+    u = object_rgb - base
+    uu = np.einsum("nc,nc->n", u, u)
+    ux = np.einsum("nc,nc->n", u, x)
+    if outline_rgb is not None:
+        v = outline_rgb - base
+        vv = np.einsum("nc,nc->n", v, v)
+        uv = np.einsum("nc,nc->n", u, v)
+        det = uu * vv - uv * uv
+        if len(det) and float(np.min(det / np.maximum(uu * vv, 1e-6))) > _MIN_UNMIX_SINE**2:
+            vx = np.einsum("nc,nc->n", v, x)
+            return np.clip(((vv - uv) * ux + (uu - uv) * vx) / det, 0.0, 1.0)
+    return np.clip(ux / np.maximum(uu, 1e-6), 0.0, 1.0)
 
 
 # --------------------------------------------------------------------------- detection
@@ -370,23 +509,22 @@ def detect_frame(frame) -> Detection:
     if seed.sum() < min_area:
         return empty
     contrast = float(np.percentile(dist[seed], 90))
-    core = seed & (dist >= _CORE_FRACTION * contrast)
-    object_rgb = np.median(raw[core], axis=0)
+    object_rgb, outline_rgb = _object_colours(raw, plane, seed, dist >= _CORE_FRACTION * contrast)
 
-    # Linear unmixing: a pixel is alpha * object + (1 - alpha) * background(x, y).
-    towards = object_rgb - plane
-    alpha = np.einsum("hwc,hwc->hw", smooth - plane, towards) / np.maximum(
-        np.einsum("hwc,hwc->hw", towards, towards), 1e-6
-    )
-    alpha = np.clip(alpha, 0.0, 1.0) * (dist > noise_threshold)
-    mask = _largest_component(alpha > 0.5)
+    above = dist > noise_threshold
+    alpha = np.zeros((h, w))
+    alpha[above] = _unmix(smooth[above], plane[above], object_rgb, outline_rgb)
+    solid = _largest_component(alpha > 0.5)
+    mask = _fill_holes(solid)
     area = int(mask.sum())
     if area < min_area:
         return empty
 
-    coverage = np.where(_dilate(mask), alpha, 0.0)
+    # alpha over the mask and one pixel around it, 1 in the mask's holes (where fill and outline mix, noise or an
+    # outline unlike the one measured can bring alpha below 0.5 inside the object)
+    coverage = np.where(mask & ~solid, 1.0, np.where(_dilate(mask), alpha, 0.0))
     _, cx, cy, *_ = _moments(coverage)
-    colour = _nearest(object_rgb, COLOURS)
+    colour = classify_colour(object_rgb, outline_rgb)
     features = shape_features(coverage, mask)
     shape = classify_shape(features)
     size, radius = classify_size(area, shape, w)
