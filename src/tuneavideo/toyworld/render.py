@@ -1,4 +1,4 @@
-"""Procedural renderer of the toy world: one coloured shape on a textured background.
+"""Procedural renderer of the toy world: one coloured shape, inside an outline, on a textured background.
 
 The toy world stands in for natural images where Stable Diffusion weights are not
 available: a small text-to-image model is trained on these renders and the editing
