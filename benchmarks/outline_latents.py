@@ -8,9 +8,12 @@ and draws it elsewhere (``colour_edits.py``: the motion error ranks with this co
 pretraining's own recipe (``PretrainConfig``'s VAE phase: 1000 steps, seed 0) on the world with objects drawn with an
 outline ``WIDTH`` pixels wide at 64x64 (0: flat objects, the world before the outline), then measures, on validation
 scenes (seed 7; 4 per background), the cosine between ``latent(object in colour a) - latent(background)`` and the same
-for colour ``b`` over the latent pixels the object covers, for every pair of colours.
+for colour ``b`` over the latent pixels the object covers, for every pair of colours; and the other side of the
+trade-off, whether the colour survives the VAE's round trip (encode, decode: the share of those renders whose
+colour the detector reads back right).
 
-Usage: ``python benchmarks/outline_latents.py --width 0 1.5`` (about 5 minutes a width on one CPU core). Prints a
+Usage: ``python benchmarks/outline_latents.py --width 0 1.5 [--vae-steps 3000]`` (about 5 minutes a width and 1000
+VAE steps on one CPU core). Prints a
 markdown table.
 """
 
@@ -31,6 +34,7 @@ import torch.nn.functional as F
 from tuneavideo.toymodel import pretrain
 from tuneavideo.toymodel.tokenizer import MODEL_MAX_LENGTH, load_tokenizer, save_tokenizer_files
 from tuneavideo.toyworld import render
+from tuneavideo.toyworld.detect import detect_frame
 from tuneavideo.toyworld.render import BACKGROUNDS, COLOURS, object_coverage, random_scene, render_scene, with_attributes
 
 SCENES_PER_BACKGROUND = 4
@@ -55,23 +59,33 @@ def latent(vae, image: np.ndarray) -> torch.Tensor:
     return vae.encode(pixels).latent_dist.mean[0]
 
 
-def colour_cosines(vae) -> dict[str, dict[tuple[str, str], list[float]]]:
-    """Background name -> colour pair -> the cosines over the background's validation scenes."""
+@torch.no_grad()
+def round_trip(vae, image: np.ndarray) -> np.ndarray:
+    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
+    decoded = vae.decode(vae.encode(pixels).latent_dist.mean).sample[0]
+    return ((decoded.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+
+
+def colour_cosines(vae) -> tuple[dict[str, dict[tuple[str, str], list[float]]], float]:
+    """Background name -> colour pair -> the cosines over the background's validation scenes; and the share of the
+    renders (every scene in every colour) whose colour the detector reads right after the VAE's round trip."""
     rng = np.random.default_rng(VALIDATION_SEED)
-    out = {}
+    out, read_right = {}, []
     for background in BACKGROUNDS:
         cosines = {pair: [] for pair in itertools.combinations(COLOURS, 2)}
         for _ in range(SCENES_PER_BACKGROUND):
             scene = random_scene(rng, background=background)
             backdrop = latent(vae, np.clip(np.rint(render.render_background(background)), 0, 255).astype(np.uint8))
-            objects = {c: latent(vae, render_scene(with_attributes(scene, colour=c))) - backdrop for c in COLOURS}
+            renders = {c: render_scene(with_attributes(scene, colour=c)) for c in COLOURS}
+            objects = {c: latent(vae, image) - backdrop for c, image in renders.items()}
+            read_right += [detect_frame(round_trip(vae, image)).colour == c for c, image in renders.items()]
             coverage = object_coverage(scene)
             factor = coverage.shape[0] // backdrop.shape[-1]
             covered = torch.from_numpy(coverage.reshape(backdrop.shape[-2], factor, backdrop.shape[-1], factor).mean((1, 3)) >= 0.5)
             for a, b in cosines:
                 cosines[a, b].append(float(F.cosine_similarity(objects[a][:, covered].flatten(), objects[b][:, covered].flatten(), dim=0)))
         out[background] = cosines
-    return out
+    return out, float(np.mean(read_right))
 
 
 def main(argv=None) -> int:
@@ -80,17 +94,17 @@ def main(argv=None) -> int:
     parser.add_argument("--vae-steps", type=int, default=pretrain.PretrainConfig().vae_steps)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    print("| outline (px at 64x64) | VAE reconstruction loss | mean cosine | pairs below 0 | red-green | "
+    print("| outline (px at 64x64) | VAE reconstruction loss | round trip: colour read right | mean cosine | pairs below 0 | red-green | "
           + " | ".join(f"mean, {b}" for b in BACKGROUNDS) + " |")
-    print("|---" * (5 + len(BACKGROUNDS)) + "|")
+    print("|---" * (6 + len(BACKGROUNDS)) + "|")
     for width in args.width:
         with mock.patch.object(render, "OUTLINE_WIDTH", width / 64):
             vae, stats = train_vae(args.vae_steps)
-            cosines = colour_cosines(vae)
+            cosines, read_right = colour_cosines(vae)
         every = np.array([c for pairs in cosines.values() for values in pairs.values() for c in values])
         red_green = [c for pairs in cosines.values() for c in pairs["red", "green"]]
         cells = " | ".join(f"{np.mean([c for v in cosines[b].values() for c in v]):.2f}" for b in BACKGROUNDS)
-        print(f"| {width:g} | {stats['final_reconstruction_loss']:.4f} | {every.mean():.2f} | {(every < 0).mean():.0%} | "
+        print(f"| {width:g} | {stats['final_reconstruction_loss']:.4f} | {read_right:.0%} | {every.mean():.2f} | {(every < 0).mean():.0%} | "
               f"{np.mean(red_green):.2f} | {cells} |", flush=True)
     return 0
 
