@@ -13,8 +13,7 @@ trade-off, whether the colour survives the VAE's round trip (encode, decode: the
 colour the detector reads back right).
 
 Usage: ``python benchmarks/outline_latents.py --width 0 1.5 [--vae-steps 3000]`` (about 5 minutes a width and 1000
-VAE steps on one CPU core). Prints a
-markdown table.
+VAE steps on one CPU core). Prints a markdown table.
 """
 
 from __future__ import annotations
