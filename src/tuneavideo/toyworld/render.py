@@ -316,10 +316,13 @@ def _composite(canvas: np.ndarray, shape: str, colour: str, size_name: str, x: f
     radius, cx, cy = SIZES[size_name] * size, x * size, y * size
     rows, cols, alpha = _coverage(shape, radius, cx, cy, size)
     _, _, fill = _coverage(shape, radius, cx, cy, size, inset_px=OUTLINE_WIDTH * size)
+    # each pixel's area: background outside the shape, outline between the shape's and the fill's edges, then fill
+    # (with no outline, fill == alpha and no pixel shows any outline colour)
+    outline = np.asarray(OUTLINES[background], dtype=np.float64)
+    rgb = np.asarray(COLOURS[colour], dtype=np.float64)
     patch = canvas[rows, cols]
-    patch += alpha[..., None] * (np.asarray(OUTLINES[background], dtype=np.float64) - patch)
-    patch += fill[..., None] * (np.asarray(COLOURS[colour], dtype=np.float64) - patch)
-    canvas[rows, cols] = patch
+    canvas[rows, cols] = (patch * (1.0 - alpha[..., None]) + outline * (alpha - fill)[..., None]
+                          + rgb * fill[..., None])
 
 
 def _finish(canvas: np.ndarray, as_float: bool) -> np.ndarray:
