@@ -5,14 +5,14 @@ A DDIM-inverted latent keeps the source's object; a colour edit then asks the mo
 there. When the two colours stand out of the background in opposite directions of the latents (the toy VAE trained on
 flat objects puts red and green at cosine -0.67), the model finds no object of the new colour where the old one was
 and draws it elsewhere (``colour_edits.py``: the motion error ranks with this cosine). This trains a VAE with the
-pretraining's own recipe (``PretrainConfig``'s VAE phase: 1000 steps, seed 0) on the world with objects drawn with an
+pretraining's own recipe (``PretrainConfig``'s VAE phase, seed 0; ``--vae-steps`` sets its length) on the world with objects drawn with an
 outline ``WIDTH`` pixels wide at 64x64 (0: flat objects, the world before the outline), then measures, on validation
 scenes (seed 7; 4 per background), the cosine between ``latent(object in colour a) - latent(background)`` and the same
 for colour ``b`` over the latent pixels the object covers, for every pair of colours; and the other side of the
 trade-off, whether the colour survives the VAE's round trip (encode, decode: the share of those renders whose
 colour the detector reads back right).
 
-Usage: ``python benchmarks/outline_latents.py --width 0 1.5 [--vae-steps 3000]`` (about 5 minutes a width and 1000
+Usage: ``python benchmarks/outline_latents.py --width 0 1.5 [--vae-steps 1000]`` (about 5 minutes a width and 1000
 VAE steps on one CPU core). Prints a markdown table.
 """
 

