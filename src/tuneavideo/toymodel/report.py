@@ -90,7 +90,8 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
         "",
         "## Run",
         "",
-        f"* Total time: {training['total_seconds'] / 60:.1f} min on the CPU "
+        f"* Total time: {training['total_seconds'] / 60:.1f} min on the "
+        f"{'GPU' if str(training.get('device', 'cpu')).startswith('cuda') else 'CPU, %d threads' % training['threads']} "
         f"(VAE {training['vae']['seconds'] / 60:.1f} min, latent cache {training['latent_cache_seconds'] / 60:.1f} min, "
         f"UNet{' + text encoder' if trains_text else ''} {training['unet_seconds'] / 60:.1f} min"
         + (f", video phase {video['seconds'] / 60:.1f} min" if video else "") + ").",
