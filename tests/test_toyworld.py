@@ -369,6 +369,19 @@ def test_detector_is_robust_to_perturbations(kinds, count):
     assert np.median(errors) < 0.5 and np.mean(errors < 1.0) >= 0.95, (kinds, errors.max())
 
 
+def test_no_outline_draws_the_flat_world_exactly(monkeypatch):
+    """With the outline's width at 0 every pixel is the background and the object's colour mixed by the share of the
+    pixel the object covers, and no pixel shows the outline's colour (an earlier compositing tinted the antialiased
+    edge with it, by up to 58 units)."""
+    monkeypatch.setattr(render, "OUTLINE_WIDTH", 0.0)
+    for seed in range(50):
+        scene = render.random_scene(seed)
+        coverage = render.object_coverage(scene)[..., None]
+        expected = (render.render_background(scene.background) * (1 - coverage)
+                    + np.asarray(render.COLOURS[scene.colour], dtype=np.float64) * coverage)
+        assert np.abs(render.render_scene(scene) - expected).max() <= 0.5 + 1e-6, scene
+
+
 @pytest.mark.parametrize("width", [0.0, 1 / 64, 1.5 / 64])
 def test_detector_reads_objects_with_thinner_outlines_or_none(monkeypatch, width):
     """Flat objects (no outline: what a generated image that lost it shows) and thinner outlines than the world's

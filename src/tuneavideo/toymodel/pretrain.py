@@ -122,9 +122,10 @@ class PretrainConfig:
     # circle on green grass" and "a red square on green grass" differed by 0.86 (norm over the 16 token states; 12.3
     # at initialisation; red -> blue 18.0). Frozen, the words stay as far apart as at initialisation.
     train_text_encoder: bool = False
-    # VAE training. 3000 steps: with 1000 the outlined world's VAE kept an object's colour through its round trip in
-    # 80 % of validation scenes (reconstruction loss 0.05), and the model trained on it drew the prompted colour in
-    # 77 % of held-out samples; with 3000, 98 % (0.014) (benchmarks/README.md, "The outline").
+    # VAE training. 3000 steps: with 1000 the outlined world's VAE keeps an object's colour through its round trip in
+    # 68 % of validation renders (reconstruction loss 0.055), with 3000 in 99 % (0.014) (benchmarks/outline_latents.py);
+    # the models trained on them draw the prompted colour in 77 % and 87.5 % of held-out samples (benchmarks/README.md,
+    # "The outline").
     vae_steps: int = 3000
     vae_batch: int = 8
     vae_lr: float = 2e-3
