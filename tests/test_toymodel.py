@@ -535,6 +535,25 @@ def test_timestep_draws_with_a_high_noise_share():
     assert int(draw_timesteps(replace(plain, high_noise_share=1.0), 1000, torch.Generator().manual_seed(6)).min()) >= 500
 
 
+def test_clip_noise_shares_the_drawn_part_of_its_variance_between_a_clips_frames():
+    """Share 0: exactly ``torch.randn``'s draws (older runs reproduce). Share s: unit variance per element, and two
+    frames of one clip correlate by E[rho] = s / 2 (rho uniform in [0, s]); frames of different clips not at all."""
+    from tuneavideo.toymodel.pretrain import clip_noise
+
+    torch.testing.assert_close(clip_noise(3, 4, (2, 5, 5), 0.0, torch.Generator().manual_seed(1)),
+                               torch.randn((12, 2, 5, 5), generator=torch.Generator().manual_seed(1)))
+    clips, frames = 4000, 2
+    for share in (0.5, 1.0):
+        noise = clip_noise(clips, frames, (4, 4, 4), share, torch.Generator().manual_seed(2)).view(clips, frames, -1)
+        assert noise.shape == (clips, frames, 64)
+        assert abs(noise.var().item() - 1) < 0.02
+        same_clip = (noise[:, 0] * noise[:, 1]).mean().item()
+        other_clip = (noise[:-1, 0] * noise[1:, 1]).mean().item()
+        assert abs(same_clip - share / 2) < 0.02 and abs(other_clip) < 0.02
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        clip_noise(1, 2, (1,), 1.5, torch.Generator())
+
+
 def test_film_conditioning_is_a_standard_unet_that_inflates_exactly(tmp_path):
     """``unet_time_scale_shift="scale_shift"``: the saved UNet says so in its config, loads with diffusers, and its
     inflation equals it on identical frames."""
@@ -592,6 +611,7 @@ def test_training_report_command_reproduces_the_run_settings():
     ("unet_from=/nonexistent", "unet_from /nonexistent: no unet/config.json"),
     ("vae_from=/nonexistent", "vae_from /nonexistent: no vae/config.json"),
     ("unet_time_scale_shift=film", "unet_time_scale_shift must be 'default' or 'scale_shift'"),
+    ("video_noise_sharing=2", "video_noise_sharing must be in [0, 1]"),
 ])
 def test_settings_that_would_fail_in_a_later_phase_are_usage_errors(tmp_path, capsys, setting, message):
     from tuneavideo.toymodel.pretrain import main

@@ -198,6 +198,10 @@ class PretrainConfig:
     video_image_share: float = 0.3  # share of the steps that train on single frames (statistics per frame)
     video_caption_probability: float = 0.7  # share of a clip's captions that use a clip template
     video_ema_decay: float = 0.995
+    # largest share of the noise variance that a clip's frames have in common (0: independent noise per frame): each
+    # clip draws its share uniformly in [0, this]. Tune-A-Video samples from DDIM-inverted latents, and the inverted
+    # latents of a clip's frames are alike wherever the frames are (its background), unlike independent noise.
+    video_noise_sharing: float = 0.0
     # stop the video phase after this many steps (the learning-rate schedule still spans video_steps)
     video_stop_step: int | None = None
     # monitoring and storage
@@ -607,6 +611,8 @@ def check_config(config: PretrainConfig) -> None:
         raise ValueError(f"unet_time_scale_shift must be 'default' or 'scale_shift', not {config.unet_time_scale_shift!r}")
     if config.video_steps and (config.video_frames < 2 or config.unet_batch % config.video_frames):
         raise ValueError(f"video_frames {config.video_frames} must be at least 2 and divide unet_batch {config.unet_batch}")
+    if not 0 <= config.video_noise_sharing <= 1:
+        raise ValueError(f"video_noise_sharing must be in [0, 1] (a share of the noise variance), not {config.video_noise_sharing}")
     for name, part in (("vae_from", "vae"), ("unet_from", "unet")):
         folder = getattr(config, name)
         if folder and not (Path(folder) / part / "config.json").is_file():
@@ -624,12 +630,29 @@ def _run_pretrain(output_dir: Path, config: PretrainConfig, progress: bool, devi
         torch.set_num_threads(saved_threads)
 
 
+def clip_noise(clips: int, frames: int, shape: tuple[int, ...], sharing: float, gen: torch.Generator) -> torch.Tensor:
+    """Unit-variance Gaussian noise for ``clips`` clips of ``frames`` frames, ``((clips frames), *shape)``: each clip
+    draws a share ``rho`` uniformly in ``[0, sharing]`` and its frames' noise is ``sqrt(rho) * common +
+    sqrt(1 - rho) * own``, so two frames of a clip correlate by ``rho`` (``sharing`` 0: independent frames, drawn
+    as ``torch.randn`` draws them)."""
+    if not 0 <= sharing <= 1:
+        raise ValueError(f"the noise share of a clip's frames must be in [0, 1], not {sharing}")
+    own = torch.randn((clips * frames, *shape), generator=gen)
+    if not sharing:
+        return own
+    rho = torch.rand(clips, generator=gen) * sharing
+    common = torch.randn((clips, *shape), generator=gen)
+    expand = (clips, 1) + (1,) * len(shape)
+    mixed = rho.sqrt().view(expand) * common[:, None] + (1 - rho).sqrt().view(expand) * own.view(clips, frames, *shape)
+    return mixed.flatten(0, 1)
+
+
 def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Log, start: float, device: torch.device,
                  state: dict | None, checkpoint) -> tuple[torch.nn.Module, dict]:
     """The video phase: train a copy of ``unet_weights`` (the UNet phase's EMA weights) with the ResNet GroupNorm
     statistics pooled over the frames of each rendered clip, as Tune-A-Video's inflated UNet pools them over a video's
     frames. A step is a batch of ``unet_batch // video_frames`` clips (one caption and one timestep per clip, noise
-    per frame, offset noise per clip) or, with probability ``video_image_share``, ``unet_batch`` single frames of
+    per frame, partly shared by a clip's frames with ``video_noise_sharing``, offset noise per clip) or, with probability ``video_image_share``, ``unet_batch`` single frames of
     random clips; the loss is the UNet phase's. Random streams of its own (so ``unet_from`` gives the full run's
     weights). ``state``: the phase's part of a checkpoint to resume from; ``checkpoint(video_state)`` writes one.
     Returns the EMA UNet (norms per sample again) and the phase's summary."""
@@ -691,7 +714,9 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
         for norm in norms:
             norm.num_frames = pooled
         latents = ((mu + sigma * torch.randn(mu.shape, generator=gen)) * scaling).to(device)
-        noise = (torch.randn(latents.shape, generator=gen) + config.offset_noise * offset).to(device)
+        sharing = config.video_noise_sharing if pooled > 1 else 0.0
+        noise = (clip_noise(latents.shape[0] // pooled, pooled, tuple(latents.shape[1:]), sharing, gen)
+                 + config.offset_noise * offset).to(device)
         loss, per_sample = _denoising_loss(unet, latents, context_of(captions), noise, timesteps.to(device),
                                            mask.to(device), noise_scheduler, loss_weight, config)
         optimizer.zero_grad(set_to_none=True)
