@@ -60,6 +60,17 @@ class RatioRecorder:
         return mean
 
 
+def frame_correlation(latents: torch.Tensor) -> float:
+    """Mean correlation between two frames of a video's latents ``(1, c, f, h, w)``: each frame flattened and centred,
+    the cosine of every pair of distinct frames, averaged (1: identical frames; 0: independent noise)."""
+    frames = latents[0].transpose(0, 1).flatten(1).double()
+    frames = frames - frames.mean(dim=1, keepdim=True)
+    frames = frames / frames.norm(dim=1, keepdim=True)
+    cosines = frames @ frames.T
+    count = cosines.shape[0]
+    return float((cosines.sum() - cosines.diagonal().sum()) / (count * (count - 1)))
+
+
 def measure_clip(model: Path, clip, edits, steps: int, guidance: float) -> dict:
     source = render_clip(clip, size=64)
     frames = torch.from_numpy(source).permute(0, 3, 1, 2).float() / 255
@@ -77,6 +88,8 @@ def measure_clip(model: Path, clip, edits, steps: int, guidance: float) -> dict:
             tuned.pipe.unet.pool_norm_over_frames = norms == "pooled"
             recorder = RatioRecorder(tuned.pipe.unet, clip.num_frames)
             latents = tuned.invert(steps, progress=False)
+            result[f"inverted_{norms}"] = {"std": round(float(latents.std()), 4),
+                                           "frame_correlation": round(frame_correlation(latents), 4)}
             rows = []
             for change in edits:
                 recorder.active = True
@@ -106,6 +119,9 @@ def summarise(per_clip: list[dict]) -> dict:
         "ratio_spread": float(np.mean(np.abs(ratios - 1))),
         "ratio_spread_per_frame_norms": float(np.mean([abs(r - 1) for clip in per_clip for row in clip["per-frame"]
                                                        for r in row["ratio"]])),
+        # the DDIM-inverted source that sampling starts from (pooled norms): its std and how alike its frames are
+        "inverted_std": float(np.mean([clip["inverted_pooled"]["std"] for clip in per_clip])),
+        "inverted_frame_correlation": float(np.mean([clip["inverted_pooled"]["frame_correlation"] for clip in per_clip])),
         "no_object_pooled": float(np.mean([not f for _, f in pooled])),
         "no_object_per_frame": float(np.mean([not f for f in per_frame])),
         "by_ratio": bins,
@@ -117,7 +133,8 @@ def table(name: str, s: dict) -> str:
         f"{b['no_object']:.2f} ({b['frames']})" if b["no_object"] is not None else "- (0)" for b in s["by_ratio"])
     return (f"| {name} | {s['ratio_min']:.2f} - {s['ratio_max']:.2f} | {s['ratio_spread']:.3f} | "
             f"{s['ratio_spread_per_frame_norms']:.3f} | {cells} | "
-            f"{s['no_object_pooled']:.2f} | {s['no_object_per_frame']:.2f} |")
+            f"{s['no_object_pooled']:.2f} | {s['no_object_per_frame']:.2f} | {s['inverted_std']:.2f} | "
+            f"{s['inverted_frame_correlation']:.2f} |")
 
 
 def main(argv=None) -> int:
@@ -148,8 +165,8 @@ def main(argv=None) -> int:
                        for lo, hi in zip(BINS, BINS[1:]))
     print(f"| model | sigma_f / sigma_pool, min - max | mean abs(ratio - 1) | the same, sampled with per-frame norms "
           f"| {heads} | no object, pooled | "
-          "no object, per-frame norms |")
-    print("|---|---|---|---|" + "---|" * (len(BINS) - 1) + "---|---|")
+          "no object, per-frame norms | inverted latents' std | their correlation between frames |")
+    print("|---|---|---|---|" + "---|" * (len(BINS) - 1) + "---|---|---|---|")
     for model, data in report["models"].items():
         print(table("bundled toy-sd" if Path(model).resolve() == TOY_MODEL.resolve() else model, data["summary"]))
     if args.out:

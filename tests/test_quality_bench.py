@@ -122,3 +122,24 @@ def test_frames_sampled_together_keep_their_statistics():
     spread, found = frame_ratio_spread(TOY_MODEL)
     assert found >= 0.95, found
     assert spread <= 0.04, spread
+
+
+def test_frame_correlation_of_latents_matches_hand_built_videos():
+    """Identical frames correlate 1, a frame and its negative -1; frames mixing a common draw with weight sqrt(rho)
+    and their own with sqrt(1 - rho) correlate by rho."""
+    import torch
+
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        from frame_norm_stats import frame_correlation
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    gen = torch.Generator().manual_seed(0)
+    frame = torch.randn(4, 1, 16, 16, generator=gen)
+    assert abs(frame_correlation(frame.repeat(1, 3, 1, 1)[None]) - 1) < 1e-9
+    assert abs(frame_correlation(torch.cat([frame, -frame], dim=1)[None]) + 1) < 1e-9
+    for rho in (0.0, 0.3, 0.8):
+        common = torch.randn(4, 1, 64, 64, generator=gen)
+        own = torch.randn(4, 6, 64, 64, generator=gen)
+        video = rho ** 0.5 * common + (1 - rho) ** 0.5 * own + 5.0  # a constant offset does not count
+        assert abs(frame_correlation(video[None]) - rho) < 0.03
