@@ -554,6 +554,24 @@ def test_clip_noise_shares_the_drawn_part_of_its_variance_between_a_clips_frames
         clip_noise(1, 2, (1,), 1.5, torch.Generator())
 
 
+def test_timestep_jitter_moves_each_frame_within_its_bound_and_the_schedule():
+    """Jitter 0: the timesteps unchanged and nothing drawn (older runs reproduce). Jitter j: every move in [-j, j],
+    both ends reached, mean move near 0, and the result clamped to [0, 1000)."""
+    from tuneavideo.toymodel.pretrain import jitter_timesteps
+
+    gen = torch.Generator().manual_seed(3)
+    timesteps = torch.full((20000,), 500)
+    assert torch.equal(jitter_timesteps(timesteps, 0, 1000, gen), timesteps)
+    assert torch.equal(torch.randint(10, (5,), generator=gen),
+                       torch.randint(10, (5,), generator=torch.Generator().manual_seed(3)))
+    moves = jitter_timesteps(timesteps, 100, 1000, gen) - 500
+    assert int(moves.min()) == -100 and int(moves.max()) == 100 and abs(moves.float().mean().item()) < 2
+    edges = jitter_timesteps(torch.tensor([0, 999] * 500), 100, 1000, gen)
+    assert int(edges.min()) == 0 and int(edges.max()) == 999
+    with pytest.raises(ValueError, match="at least 0"):
+        jitter_timesteps(timesteps, -1, 1000, gen)
+
+
 def test_film_conditioning_is_a_standard_unet_that_inflates_exactly(tmp_path):
     """``unet_time_scale_shift="scale_shift"``: the saved UNet says so in its config, loads with diffusers, and its
     inflation equals it on identical frames."""
@@ -612,6 +630,7 @@ def test_training_report_command_reproduces_the_run_settings():
     ("vae_from=/nonexistent", "vae_from /nonexistent: no vae/config.json"),
     ("unet_time_scale_shift=film", "unet_time_scale_shift must be 'default' or 'scale_shift'"),
     ("video_noise_sharing=2", "video_noise_sharing must be in [0, 1]"),
+    ("video_timestep_jitter=-5", "video_timestep_jitter must be at least 0"),
 ])
 def test_settings_that_would_fail_in_a_later_phase_are_usage_errors(tmp_path, capsys, setting, message):
     from tuneavideo.toymodel.pretrain import main

@@ -202,6 +202,9 @@ class PretrainConfig:
     # clip draws its share uniformly in [0, this]. Tune-A-Video samples from DDIM-inverted latents, and the inverted
     # latents of a clip's frames are alike wherever the frames are (its background), unlike independent noise.
     video_noise_sharing: float = 0.0
+    # each frame of a clip is noised at the clip's timestep moved by an integer drawn uniformly from [-this, this]
+    # (clamped to the schedule; 0: one timestep per clip), so that frames sharing their statistics differ in noise level
+    video_timestep_jitter: int = 0
     # stop the video phase after this many steps (the learning-rate schedule still spans video_steps)
     video_stop_step: int | None = None
     # monitoring and storage
@@ -611,6 +614,8 @@ def check_config(config: PretrainConfig) -> None:
         raise ValueError(f"unet_time_scale_shift must be 'default' or 'scale_shift', not {config.unet_time_scale_shift!r}")
     if config.video_steps and (config.video_frames < 2 or config.unet_batch % config.video_frames):
         raise ValueError(f"video_frames {config.video_frames} must be at least 2 and divide unet_batch {config.unet_batch}")
+    if config.video_timestep_jitter < 0:
+        raise ValueError(f"video_timestep_jitter must be at least 0 (timesteps), not {config.video_timestep_jitter}")
     if not 0 <= config.video_noise_sharing <= 1:
         raise ValueError(f"video_noise_sharing must be in [0, 1] (a share of the noise variance), not {config.video_noise_sharing}")
     for name, part in (("vae_from", "vae"), ("unet_from", "unet")):
@@ -647,12 +652,23 @@ def clip_noise(clips: int, frames: int, shape: tuple[int, ...], sharing: float, 
     return mixed.flatten(0, 1)
 
 
+def jitter_timesteps(timesteps: torch.Tensor, jitter: int, num_train_timesteps: int, gen: torch.Generator) -> torch.Tensor:
+    """``timesteps`` each moved by an integer drawn uniformly from ``[-jitter, jitter]`` and clamped to
+    ``[0, num_train_timesteps)``; ``jitter`` 0 returns them unchanged and draws nothing."""
+    if jitter < 0:
+        raise ValueError(f"the timestep jitter must be at least 0, not {jitter}")
+    if not jitter:
+        return timesteps
+    moved = timesteps + torch.randint(-jitter, jitter + 1, timesteps.shape, generator=gen)
+    return moved.clamp(0, num_train_timesteps - 1)
+
+
 def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Log, start: float, device: torch.device,
                  state: dict | None, checkpoint) -> tuple[torch.nn.Module, dict]:
     """The video phase: train a copy of ``unet_weights`` (the UNet phase's EMA weights) with the ResNet GroupNorm
     statistics pooled over the frames of each rendered clip, as Tune-A-Video's inflated UNet pools them over a video's
-    frames. A step is a batch of ``unet_batch // video_frames`` clips (one caption and one timestep per clip, noise
-    per frame, partly shared by a clip's frames with ``video_noise_sharing``, offset noise per clip) or, with probability ``video_image_share``, ``unet_batch`` single frames of
+    frames. A step is a batch of ``unet_batch // video_frames`` clips (one caption and one timestep per clip, moved per frame by
+    up to ``video_timestep_jitter``, noise per frame, partly shared by a clip's frames with ``video_noise_sharing``, offset noise per clip) or, with probability ``video_image_share``, ``unet_batch`` single frames of
     random clips; the loss is the UNet phase's. Random streams of its own (so ``unet_from`` gives the full run's
     weights). ``state``: the phase's part of a checkpoint to resume from; ``checkpoint(video_state)`` writes one.
     Returns the EMA UNet (norms per sample again) and the phase's summary."""
@@ -708,7 +724,8 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
             captions = [caption for i in clip for caption in [random_caption(
                 attributes[i].tolist(), rng, config.video_caption_probability, config.caption_dropout)] * frames]
             timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (count,), generator=gen)
-            timesteps = timesteps.repeat_interleave(frames)
+            timesteps = jitter_timesteps(timesteps.repeat_interleave(frames), config.video_timestep_jitter,
+                                         noise_scheduler.config.num_train_timesteps, gen)
             offset = torch.randn(count, mu.shape[1], 1, 1, generator=gen).repeat_interleave(frames, dim=0)
             pooled = frames
         for norm in norms:

@@ -124,6 +124,8 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
             f"{config['unet_batch']} frames: {config['num_videos']} rendered training clips of {config['video_frames']} "
             f"frames encoded once; a step is {config['unet_batch'] // config['video_frames']} clips (one caption, clip "
             f"templates {_pct(config['video_caption_probability'])}, and one timestep per clip; offset noise per clip"
+            + (f"; each frame's timestep moved by up to {config['video_timestep_jitter']} from the clip's"
+               if config.get("video_timestep_jitter") else "")
             + (f"; a share of the noise variance common to the clip's frames, uniform in [0, "
                f"{config['video_noise_sharing']:g}]" if config.get("video_noise_sharing") else "") + ") "
             f"or, in {_pct(config['video_image_share'])} of the steps, {config['unet_batch']} single frames with "
