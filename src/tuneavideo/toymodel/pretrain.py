@@ -667,9 +667,10 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
                  state: dict | None, checkpoint) -> tuple[torch.nn.Module, dict]:
     """The video phase: train a copy of ``unet_weights`` (the UNet phase's EMA weights) with the ResNet GroupNorm
     statistics pooled over the frames of each rendered clip, as Tune-A-Video's inflated UNet pools them over a video's
-    frames. A step is a batch of ``unet_batch // video_frames`` clips (one caption and one timestep per clip, moved per frame by
-    up to ``video_timestep_jitter``, noise per frame, partly shared by a clip's frames with ``video_noise_sharing``, offset noise per clip) or, with probability ``video_image_share``, ``unet_batch`` single frames of
-    random clips; the loss is the UNet phase's. Random streams of its own (so ``unet_from`` gives the full run's
+    frames. A step is a batch of ``unet_batch // video_frames`` clips (one caption and one timestep per clip, moved
+    per frame by up to ``video_timestep_jitter``; noise per frame, partly shared by a clip's frames with
+    ``video_noise_sharing``; offset noise per clip) or, with probability ``video_image_share``, ``unet_batch`` single
+    frames of random clips; the loss is the UNet phase's. Random streams of its own (so ``unet_from`` gives the full run's
     weights). ``state``: the phase's part of a checkpoint to resume from; ``checkpoint(video_state)`` writes one.
     Returns the EMA UNet (norms per sample again) and the phase's summary."""
     import copy
