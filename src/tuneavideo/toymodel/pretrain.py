@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from .data import HELD_OUT, render_batch, random_caption, scene_attributes, training_scene
 from .tokenizer import MODEL_MAX_LENGTH, load_tokenizer, save_tokenizer_files
 
-__all__ = ["CHECKPOINT_DIR", "FAST", "FULL", "HELD_OUT", "RESUMABLE_CHANGES", "PretrainConfig", "SD_SCHEDULER", "build_models", "check_config", "draw_timesteps", "loss_weights", "pretrain",
+__all__ = ["CHECKPOINT_DIR", "FAST", "FULL", "HELD_OUT", "RESUMABLE_CHANGES", "PretrainConfig", "SD_SCHEDULER", "build_models", "check_config", "clip_noise", "draw_timesteps", "jitter_timesteps", "loss_weights", "pretrain",
            "save_pipeline", "scheduler_config"]
 
 #: Stable Diffusion 1.x's scheduler config (the PNDM scheduler it ships with; the schedule is what matters).
