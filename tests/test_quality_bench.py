@@ -32,6 +32,7 @@ def test_quality_benchmark_runs_every_variant(tmp_path):
         assert summary[inverted]["motion_error"] < summary["no-inversion"]["motion_error"] / 2, inverted
         assert summary[inverted]["psnr"] > summary["no-inversion"]["psnr"] + 1, inverted
     assert "| full |" in done.stdout
+    assert "| full minus (1 clips" not in done.stdout  # one clip has no interval: the paired table is left out
     assert set(report["motion_by_offset"]) == set(VARIANTS)
     assert all(row["frames"] > 0 for rows in report["motion_by_offset"].values() for row in rows)
 
@@ -143,3 +144,46 @@ def test_frame_correlation_of_latents_matches_hand_built_videos():
         own = torch.randn(4, 6, 64, 64, generator=gen)
         video = rho ** 0.5 * common + (1 - rho) ** 0.5 * own + 5.0  # a constant offset does not count
         assert abs(frame_correlation(video[None]) - rho) < 0.03
+
+
+def test_t_quantile_matches_the_published_table():
+    """Student's t quantiles against the printed table (Abramowitz & Stegun, table 26.10)."""
+    bench = _bench_module()
+    table = {(0.975, 1): 12.706, (0.975, 2): 4.303, (0.975, 4): 2.776, (0.975, 11): 2.201, (0.975, 30): 2.042,
+             (0.995, 2): 9.925, (0.995, 30): 2.750, (0.95, 11): 1.796}
+    for (probability, dof), value in table.items():
+        assert abs(bench.t_quantile(probability, dof) - value) < 2e-3, (probability, dof)
+
+
+def test_paired_differences_are_hand_computed_clip_by_clip():
+    """Four clips whose full-minus-image motion differences are 1, 2, 3, 4 px: mean 2.5, standard error
+    sqrt(5/3)/2, interval 2.5 -+ 3.182 x that (t, 3 degrees of freedom); a variant equal to full differs by 0, and
+    the steps sweep is not compared."""
+    bench = _bench_module()
+    per_clip = []
+    for motion in (5.0, 6.0, 7.0, 8.0):
+        full = {"alignment": 1.0, "motion_error": motion, "consistency": 0.5}
+        image = {"alignment": 0.75, "motion_error": 4.0, "consistency": 0.5}
+        per_clip.append({"full": full, "image-model": image, "no-tuning": dict(full), "steps-0": dict(full)})
+    paired = bench.paired_differences(per_clip)
+    assert list(paired) == ["no-tuning", "image-model"]
+    motion = paired["image-model"]["motion_error"]
+    half = 3.182 * (5 / 3) ** 0.5 / 2
+    assert abs(motion["mean"] - 2.5) < 1e-9
+    assert abs(motion["low"] - (2.5 - half)) < 5e-3 and abs(motion["high"] - (2.5 + half)) < 5e-3
+    assert paired["image-model"]["alignment"] == {"mean": 0.25, "low": 0.25, "high": 0.25}
+    assert all(m == {"mean": 0.0, "low": 0.0, "high": 0.0} for m in paired["no-tuning"].values())
+    assert "| image-model | +0.250 [+0.250, +0.250] | +2.50 [" in bench.paired_table(paired, 4)
+
+
+def test_summarise_reprints_a_run_and_refuses_other_files(tmp_path):
+    bench = BENCH.parent / "toyworld_quality.json"
+    done = subprocess.run([sys.executable, str(BENCH), "--summarise", str(bench)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "| full |" in done.stdout and "| image-model | -0.010 [" in done.stdout
+    other = tmp_path / "other.json"
+    other.write_text('{"frames": 3}')
+    done = subprocess.run([sys.executable, str(BENCH), "--summarise", str(other)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not a JSON written by this script" in done.stderr
