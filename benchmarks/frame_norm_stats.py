@@ -6,7 +6,8 @@ image model's). With pooled statistics every frame is normalised by the video's 
 own. For each frame of each edit this records ``ratio``: the frame's own feature standard deviation over the
 pooled one (sigma_f / sigma_pool, per group, averaged over the groups, over every pooled GroupNorm and over the
 sampling steps; the conditional branch of classifier-free guidance), and whether the detector finds an object
-in the sampled frame. A frame with a ratio below 1 has its features scaled down by the pooled statistics.
+in the sampled frame; and, per GroupNorm layer, the mean abs(ratio - 1), which says at which resolution the
+frames part. A frame with a ratio below 1 has its features scaled down by the pooled statistics.
 The ratio is also recorded in the per-frame run, where it does not act: there it says how far apart the frames'
 statistics are by themselves, so the difference between the two is what the coupling adds.
 
@@ -38,21 +39,29 @@ BINS = (0.0, 0.85, 1.15, float("inf"))
 
 
 class RatioRecorder:
-    """Forward hooks on every :class:`FrameGroupNorm`: sigma_f / sigma_pool of the last video in the batch."""
+    """Forward hooks on every :class:`FrameGroupNorm`: sigma_f / sigma_pool of the last video in the batch; also,
+    per layer (``layers``: name -> channels, resolution and every call's mean abs(ratio - 1)), where it arises."""
 
     def __init__(self, unet, num_frames: int):
-        self.num_frames, self.active, self.ratios = num_frames, False, []
-        self.handles = [m.register_forward_hook(self._hook) for m in unet.modules() if isinstance(m, FrameGroupNorm)]
+        self.num_frames, self.active, self.ratios, self.layers = num_frames, False, [], {}
+        self.handles = [m.register_forward_hook(self._hook(name)) for name, m in unet.named_modules()
+                        if isinstance(m, FrameGroupNorm)]
 
-    def _hook(self, module, inputs, output) -> None:
-        if not self.active:
-            return
-        x = inputs[0].float()
-        videos = x.shape[0] // self.num_frames
-        grouped = x.reshape(videos, self.num_frames, module.num_groups, -1)
-        own = grouped.std(dim=-1)  # (videos, f, groups)
-        pooled = grouped.transpose(1, 2).reshape(videos, module.num_groups, -1).std(dim=-1)[:, None]
-        self.ratios.append((own / pooled).mean(dim=-1)[-1].numpy())  # the last video: the conditional branch
+    def _hook(self, name: str):
+        def record(module, inputs, output) -> None:
+            if not self.active:
+                return
+            x = inputs[0].float()  # ((videos f), c, h, w)
+            videos = x.shape[0] // self.num_frames
+            grouped = x.reshape(videos, self.num_frames, module.num_groups, -1)
+            own = grouped.std(dim=-1)  # (videos, f, groups)
+            pooled = grouped.transpose(1, 2).reshape(videos, module.num_groups, -1).std(dim=-1)[:, None]
+            ratio = (own / pooled).mean(dim=-1)[-1].numpy()  # (f,) the last video: the conditional branch
+            self.ratios.append(ratio)
+            layer = self.layers.setdefault(name, {"channels": x.shape[1], "resolution": x.shape[-1], "spread": []})
+            layer["spread"].append(float(np.mean(np.abs(ratio - 1))))
+
+        return record
 
     def take(self) -> np.ndarray:
         mean = np.mean(self.ratios, axis=0)
@@ -86,7 +95,7 @@ def measure_clip(model: Path, clip, edits, steps: int, guidance: float) -> dict:
         for norms in ("pooled", "per-frame"):
             tuned = tuned_model(model, config, frames, None)
             tuned.pipe.unet.pool_norm_over_frames = norms == "pooled"
-            recorder = RatioRecorder(tuned.pipe.unet, clip.num_frames)
+            recorder = RatioRecorder(tuned.pipe.unet, clip.num_frames)  # new hooks on each run's new UNet
             latents = tuned.invert(steps, progress=False)
             result[f"inverted_{norms}"] = {"std": round(float(latents.std()), 4),
                                            "frame_correlation": round(frame_correlation(latents), 4)}
@@ -102,6 +111,9 @@ def measure_clip(model: Path, clip, edits, steps: int, guidance: float) -> dict:
                 found = [d.shape is not None for d in detect_video(to_uint8_frames(video))]
                 rows.append({"edit": change, "ratio": ratio.round(4).tolist(), "found": found})
             result[norms] = rows
+            result[f"layers_{norms}"] = {name: {"channels": layer["channels"], "resolution": layer["resolution"],
+                                                "spread": round(float(np.mean(layer["spread"])), 4)}
+                                         for name, layer in recorder.layers.items()}
     return result
 
 
@@ -125,6 +137,12 @@ def summarise(per_clip: list[dict]) -> dict:
         "no_object_pooled": float(np.mean([not f for _, f in pooled])),
         "no_object_per_frame": float(np.mean([not f for f in per_frame])),
         "by_ratio": bins,
+        # where the spread arises: each pooled GroupNorm's mean abs(ratio - 1) over the clips, in both runs
+        "by_layer": {name: {**{k: v for k, v in layer.items() if k != "spread"},
+                            "spread": float(np.mean([clip["layers_pooled"][name]["spread"] for clip in per_clip])),
+                            "spread_per_frame_norms": float(np.mean([clip["layers_per-frame"][name]["spread"]
+                                                                     for clip in per_clip]))}
+                     for name, layer in per_clip[0]["layers_pooled"].items()},
     }
 
 
@@ -169,6 +187,13 @@ def main(argv=None) -> int:
     print("|---|---|---|---|" + "---|" * (len(BINS) - 1) + "---|---|---|---|")
     for model, data in report["models"].items():
         print(table("bundled toy-sd" if Path(model).resolve() == TOY_MODEL.resolve() else model, data["summary"]))
+    for model, data in report["models"].items():
+        print(f"\n{model}: mean abs(ratio - 1) by GroupNorm layer (its input's channels and resolution)\n")
+        print("| layer | channels | resolution | pooled norms | sampled with per-frame norms |")
+        print("|---|---|---|---|---|")
+        for name, layer in data["summary"]["by_layer"].items():
+            print(f"| {name} | {layer['channels']} | {layer['resolution']}x{layer['resolution']} | "
+                  f"{layer['spread']:.3f} | {layer['spread_per_frame_norms']:.3f} |")
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     return 0

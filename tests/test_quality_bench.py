@@ -187,3 +187,45 @@ def test_summarise_reprints_a_run_and_refuses_other_files(tmp_path):
     done = subprocess.run([sys.executable, str(BENCH), "--summarise", str(other)], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not a JSON written by this script" in done.stderr
+
+
+def test_ratio_recorder_gives_each_layer_the_frames_scales():
+    """Frames that are one zero-mean pattern times s_f have sigma_f / sigma_pool = s_f / rms(s) in every group; the
+    recorder keeps that per GroupNorm layer, with the layer's channels and resolution, and only while active."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from tuneavideo.models.unet import FrameGroupNorm
+
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        from frame_norm_stats import RatioRecorder
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    net = nn.Sequential()
+    net.add_module("wide", FrameGroupNorm(2, 4))
+    net.add_module("narrow", FrameGroupNorm(4, 4))
+    scales = torch.tensor([0.5, 1.0, 1.0, 2.0])
+    pattern = torch.randn(1, 4, 6, 6, generator=torch.Generator().manual_seed(0))
+    pattern = pattern - pattern.mean(dim=(2, 3), keepdim=True)  # zero mean in every channel, so in every group
+    video = torch.cat([torch.randn(4, 4, 6, 6), pattern * scales[:, None, None, None]])  # 2 videos of 4 frames
+    recorder = RatioRecorder(net, num_frames=4)
+    with torch.no_grad():  # as in sampling
+        for module in net:
+            module.num_frames = 4
+        net(video)
+        assert recorder.layers == {} and recorder.ratios == []
+        recorder.active = True
+        net(video)
+        net(video)
+    def expected(values: int) -> np.ndarray:  # a group of ``values`` per frame; std() divides by values - 1
+        own = scales ** 2 / (values - 1)
+        return (own / (scales.pow(2).sum() / (4 * values - 1))).sqrt().numpy()
+
+    assert set(recorder.layers) == {"wide", "narrow"}
+    for name, values in (("wide", 2 * 36), ("narrow", 36)):
+        layer = recorder.layers[name]
+        assert (layer["channels"], layer["resolution"]) == (4, 6)
+        np.testing.assert_allclose(layer["spread"], [np.abs(expected(values) - 1).mean()] * 2, rtol=1e-5)
+    np.testing.assert_allclose(recorder.take(), (expected(72) + expected(36)) / 2, rtol=1e-5)
