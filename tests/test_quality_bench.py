@@ -229,3 +229,26 @@ def test_ratio_recorder_gives_each_layer_the_frames_scales():
         assert (layer["channels"], layer["resolution"]) == (4, 6)
         np.testing.assert_allclose(layer["spread"], [np.abs(expected(values) - 1).mean()] * 2, rtol=1e-5)
     np.testing.assert_allclose(recorder.take(), (expected(72) + expected(36)) / 2, rtol=1e-5)
+
+
+def test_coupling_gain_of_hand_scaled_frames():
+    """A sampled frame scaled exactly as its start was has gain 1, one scaled by the factor squared 2, and frames left
+    as they were 0; an eps outside (0, 1) is refused before anything is loaded."""
+    import torch
+
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        import coupling_gain
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    base = torch.randn(3, 4, 8, 5, 5, generator=torch.Generator().manual_seed(0))  # (b, c, f, h, w)
+    factor = 1.05
+    scale = torch.ones(8)
+    scale[coupling_gain.FRAME] = factor
+    once = coupling_gain.gains(base, base * scale[:, None, None], coupling_gain.FRAME, factor)
+    assert abs(once["own"] - 1) < 1e-4 and abs(once["others"]) < 1e-6
+    scale = torch.full((8,), factor ** -0.5)
+    scale[coupling_gain.FRAME] = factor ** 2
+    twice = coupling_gain.gains(base, base * scale[:, None, None], coupling_gain.FRAME, factor)
+    assert abs(twice["own"] - 2) < 1e-4 and abs(twice["others"] + 0.5) < 1e-4
+    assert coupling_gain.main(["--eps", "1.5"]) == 2
