@@ -7,7 +7,8 @@ own. For each frame of each edit this records ``ratio``: the frame's own feature
 pooled one (sigma_f / sigma_pool, per group, averaged over the groups, over every pooled GroupNorm and over the
 sampling steps; the conditional branch of classifier-free guidance), and whether the detector finds an object
 in the sampled frame; and, per GroupNorm layer, the mean abs(ratio - 1), which says at which resolution the
-frames part. A frame with a ratio below 1 has its features scaled down by the pooled statistics.
+frames part, and the mean abs(mu_f - mu_pool) / sigma_pool, the offset of a frame's group mean from the video's that
+pooled statistics leave in the frame. A frame with a ratio below 1 has its features scaled down by the pooled statistics.
 The ratio is also recorded in the per-frame run, where it does not act: there it says how far apart the frames'
 statistics are by themselves, so the difference between the two is what the coupling adds.
 
@@ -40,7 +41,8 @@ BINS = (0.0, 0.85, 1.15, float("inf"))
 
 class RatioRecorder:
     """Forward hooks on every :class:`FrameGroupNorm`: sigma_f / sigma_pool of the last video in the batch; also,
-    per layer (``layers``: name -> channels, resolution and every call's mean abs(ratio - 1)), where it arises."""
+    per layer (``layers``: name -> channels, resolution, and every call's mean abs(ratio - 1) and mean abs(mu_f -
+    mu_pool) / sigma_pool, how far a frame's group mean sits from the video's), where it arises."""
 
     def __init__(self, unet, num_frames: int):
         self.num_frames, self.active, self.ratios, self.layers = num_frames, False, [], {}
@@ -58,8 +60,12 @@ class RatioRecorder:
             pooled = grouped.transpose(1, 2).reshape(videos, module.num_groups, -1).std(dim=-1)[:, None]
             ratio = (own / pooled).mean(dim=-1)[-1].numpy()  # (f,) the last video: the conditional branch
             self.ratios.append(ratio)
-            layer = self.layers.setdefault(name, {"channels": x.shape[1], "resolution": x.shape[-1], "spread": []})
+            offset = (grouped.mean(dim=-1) - grouped.transpose(1, 2).reshape(videos, module.num_groups, -1).mean(dim=-1)[:, None]
+                      ).abs() / pooled  # (videos, f, groups)
+            layer = self.layers.setdefault(name, {"channels": x.shape[1], "resolution": x.shape[-1], "spread": [],
+                                                  "offset": []})
             layer["spread"].append(float(np.mean(np.abs(ratio - 1))))
+            layer["offset"].append(float(offset[-1].mean()))
 
         return record
 
@@ -112,7 +118,8 @@ def measure_clip(model: Path, clip, edits, steps: int, guidance: float) -> dict:
                 rows.append({"edit": change, "ratio": ratio.round(4).tolist(), "found": found})
             result[norms] = rows
             result[f"layers_{norms}"] = {name: {"channels": layer["channels"], "resolution": layer["resolution"],
-                                                "spread": round(float(np.mean(layer["spread"])), 4)}
+                                                "spread": round(float(np.mean(layer["spread"])), 4),
+                                                "offset": round(float(np.mean(layer["offset"])), 4)}
                                          for name, layer in recorder.layers.items()}
     return result
 
@@ -138,10 +145,11 @@ def summarise(per_clip: list[dict]) -> dict:
         "no_object_per_frame": float(np.mean([not f for f in per_frame])),
         "by_ratio": bins,
         # where the spread arises: each pooled GroupNorm's mean abs(ratio - 1) over the clips, in both runs
-        "by_layer": {name: {**{k: v for k, v in layer.items() if k != "spread"},
-                            "spread": float(np.mean([clip["layers_pooled"][name]["spread"] for clip in per_clip])),
-                            "spread_per_frame_norms": float(np.mean([clip["layers_per-frame"][name]["spread"]
-                                                                     for clip in per_clip]))}
+        "by_layer": {name: {"channels": layer["channels"], "resolution": layer["resolution"],
+                            **{f"{key}{suffix}": float(np.mean([clip[f"layers_{norms}"][name][key]
+                                                                for clip in per_clip]))
+                               for key in ("spread", "offset")
+                               for norms, suffix in (("pooled", ""), ("per-frame", "_per_frame_norms"))}}
                      for name, layer in per_clip[0]["layers_pooled"].items()},
     }
 
@@ -188,12 +196,15 @@ def main(argv=None) -> int:
     for model, data in report["models"].items():
         print(table("bundled toy-sd" if Path(model).resolve() == TOY_MODEL.resolve() else model, data["summary"]))
     for model, data in report["models"].items():
-        print(f"\n{model}: mean abs(ratio - 1) by GroupNorm layer (its input's channels and resolution)\n")
-        print("| layer | channels | resolution | pooled norms | sampled with per-frame norms |")
-        print("|---|---|---|---|---|")
+        print(f"\n{model}: mean abs(ratio - 1) and mean abs(mu_f - mu_pool) / sigma_pool by GroupNorm layer (its "
+              "input's channels and resolution)\n")
+        print("| layer | channels | resolution | pooled norms | sampled with per-frame norms | mean offset, pooled | "
+              "the same, per-frame norms |")
+        print("|---|---|---|---|---|---|---|")
         for name, layer in data["summary"]["by_layer"].items():
             print(f"| {name} | {layer['channels']} | {layer['resolution']}x{layer['resolution']} | "
-                  f"{layer['spread']:.3f} | {layer['spread_per_frame_norms']:.3f} |")
+                  f"{layer['spread']:.3f} | {layer['spread_per_frame_norms']:.3f} | {layer['offset']:.3f} | "
+                  f"{layer['offset_per_frame_norms']:.3f} |")
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -190,8 +190,9 @@ def test_summarise_reprints_a_run_and_refuses_other_files(tmp_path):
 
 
 def test_ratio_recorder_gives_each_layer_the_frames_scales():
-    """Frames that are one zero-mean pattern times s_f have sigma_f / sigma_pool = s_f / rms(s) in every group; the
-    recorder keeps that per GroupNorm layer, with the layer's channels and resolution, and only while active."""
+    """Frames that are one zero-mean pattern times s_f have sigma_f / sigma_pool = s_f / rms(s) in every group and no
+    offset; frames shifted by c_f have the offset |c_f - mean c| / sigma_pool. The recorder keeps both per GroupNorm
+    layer, with the layer's channels and resolution, and only while active."""
     import numpy as np
     import torch
     from torch import nn
@@ -229,6 +230,24 @@ def test_ratio_recorder_gives_each_layer_the_frames_scales():
         assert (layer["channels"], layer["resolution"]) == (4, 6)
         np.testing.assert_allclose(layer["spread"], [np.abs(expected(values) - 1).mean()] * 2, rtol=1e-5)
     np.testing.assert_allclose(recorder.take(), (expected(72) + expected(36)) / 2, rtol=1e-5)
+    for layer in recorder.layers.values():
+        np.testing.assert_allclose(layer["offset"], [0, 0], atol=1e-6)  # every group mean is the pattern's, 0
+
+    # a checker of +-1 (mean 0, sum of squares n over a group's n values) plus 1 in the last frame only: every frame's
+    # std is the checker's, its offset from the video mean |c_f - 1/4|, the pooled variance (F n + n sum (c_f -
+    # 1/4)^2) / (F n - 1)
+    checker = (torch.arange(6)[:, None] + torch.arange(6)[None]) % 2 * 2.0 - 1  # (h, w)
+    shifts = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    video = checker.expand(4, 4, 6, 6) + shifts[:, None, None, None]  # (f, c, h, w)
+    recorder.layers, recorder.ratios = {}, []
+    with torch.no_grad():
+        net(video)
+    for name, values in (("wide", 2 * 36), ("narrow", 36)):
+        deviation = (shifts - shifts.mean()).abs()
+        pooled = ((4 * values + values * deviation.pow(2).sum()) / (4 * values - 1)).sqrt()
+        own = (values / (values - 1)) ** 0.5
+        np.testing.assert_allclose(recorder.layers[name]["offset"], [float(deviation.mean() / pooled)], rtol=1e-5)
+        np.testing.assert_allclose(recorder.layers[name]["spread"], [abs(float(own / pooled) - 1)], rtol=1e-5)
 
 
 def test_coupling_gain_of_hand_scaled_frames():
