@@ -359,3 +359,19 @@ def test_fatezero_records_once_for_the_prompts_of_one_edit(run, tmp_path, monkey
     assert len(calls) == 2 and torch.equal(both[1], alone[0])
     edit(tuned, prompts[:1], replace(fused, self_replace=0.5), output_dir=tmp_path / "other", progress=False)
     assert len(calls) == 3
+
+
+@torch.no_grad()
+def test_equal_prompts_are_encoded_to_equal_rows():
+    """A batch of prompts with repeats: equal prompts get exactly equal embeddings (what the controlled edit of a
+    prompt with itself rests on), in the order asked for, each as the prompt encoded alone by the text encoder."""
+    pipe = tiny_pipe()
+    prompts = ["a red circle", "", "a red circle", "a blue square", ""]
+    rows = pipe.encode_prompt(prompts)
+    assert rows.shape[0] == len(prompts)
+    assert torch.equal(rows[0], rows[2]) and torch.equal(rows[1], rows[4])
+    for prompt, row in zip(prompts, rows):
+        ids = pipe.tokenizer([prompt], padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                             return_tensors="pt").input_ids
+        torch.testing.assert_close(row, pipe.text_encoder(ids)[0][0], atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(rows[0], rows[3])

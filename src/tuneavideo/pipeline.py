@@ -49,17 +49,20 @@ class TuneAVideoPipeline(DiffusionPipeline):
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
         """CLIP text embeddings ``(n, 77, d)`` of SD's conditioning (last hidden state); a prompt longer than the
-        tokenizer's limit is cut there, with a warning."""
+        tokenizer's limit is cut there, with a warning. Each distinct prompt is encoded once, so equal prompts get
+        equal rows exactly (batched attention kernels need not give equal rows of one batch equal results)."""
         limit = self.tokenizer.model_max_length
-        for prompt in prompts:
+        distinct = list(dict.fromkeys(prompts))
+        for prompt in distinct:
             length = len(self.tokenizer(prompt, verbose=False).input_ids)  # with the start and end tokens
             if length > limit:
                 logger.warning(f"warning: the prompt '{prompt[:40]}...' has {length} tokens; the text encoder reads the "
                                f"first {limit} and ignores the rest: shorten it")
         ids = self.tokenizer(
-            prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+            distinct, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
         ).input_ids
-        return self.text_encoder(ids.to(self.text_encoder.device))[0]
+        states = self.text_encoder(ids.to(self.text_encoder.device))[0]  # (distinct, 77, d)
+        return states[[distinct.index(prompt) for prompt in prompts]]
 
     @torch.no_grad()
     def encode_video(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
