@@ -423,11 +423,13 @@ def main(argv=None) -> int:
     if args.summarise:
         try:
             report = json.loads(Path(args.summarise).read_text())
-            print_tables(report)
-        except (OSError, ValueError, KeyError) as error:
+            if not {"summary", "motion_by_offset", "per_clip"} <= set(report):
+                raise ValueError("no summary, motion_by_offset and per_clip")
+        except (OSError, ValueError) as error:
             print(f"error: {args.summarise} is not a JSON written by this script ({error}); pass its --out file",
                   file=sys.stderr)
             return 2
+        print_tables(report)
         return 0
     args.model = str(Path(args.model).resolve())
     if not (Path(args.model) / "model_index.json").is_file():
