@@ -327,8 +327,10 @@ def _tune_ablation(model: Path, config: RunConfig, steps: int, run_dir: Path, **
     return trained_state(run_dir)
 
 
-#: The metrics whose paired differences the second table gives (point 4 of the ruler's criteria compares these).
+#: The metrics whose paired differences the second table gives (point 4 of the ruler's criteria compares these), and
+#: the confidence of their intervals.
 PAIRED_METRICS = ("alignment", "motion_error", "consistency")
+CONFIDENCE = 0.95
 
 
 def t_quantile(probability: float, dof: int) -> float:
@@ -347,7 +349,7 @@ def t_quantile(probability: float, dof: int) -> float:
     return z + sum(term / dof ** power for power, term in enumerate(terms, 1))
 
 
-def paired_differences(per_clip: list[dict], base: str = "full", confidence: float = 0.95) -> dict[str, dict]:
+def paired_differences(per_clip: list[dict], base: str = "full", confidence: float = CONFIDENCE) -> dict[str, dict]:
     """``base`` minus each other variant, clip by clip: for each of :data:`PAIRED_METRICS` the mean difference over
     the clips and its two-sided Student-t confidence interval (the clips are the samples; each clip's three edits are
     averaged first, so edits of one clip do not count as independent)."""
@@ -366,8 +368,8 @@ def paired_differences(per_clip: list[dict], base: str = "full", confidence: flo
 
 
 def paired_table(paired: dict[str, dict], clips: int, base: str = "full") -> str:
-    """The paired differences as markdown: mean [95 % interval] per metric."""
-    lines = [f"| {base} minus ({clips} clips, 95 % interval) | alignment | motion error (px) | consistency |",
+    """The paired differences (at :data:`CONFIDENCE`) as markdown: mean [interval] per metric."""
+    lines = [f"| {base} minus ({clips} clips, {CONFIDENCE * 100:g} % interval) | alignment | motion error (px) | consistency |",
              "|---|---|---|---|"]
     for other, metrics in paired.items():
         cells = " | ".join(f"{m['mean']:+.3f} [{m['low']:+.3f}, {m['high']:+.3f}]" if name != "motion_error" else
