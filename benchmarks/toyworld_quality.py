@@ -31,7 +31,8 @@ Usage: ``python benchmarks/toyworld_quality.py --clips 12 --out benchmarks/toywo
 (``--quick`` for a smoke run; ``--workers`` clips run in parallel, one CPU thread each; per-clip results
 are kept in ``OUT.partial.json`` as they finish). Prints markdown tables last: the means; ``full`` minus each other
 variant, paired clip by clip, with its 95 % interval over the clips; the motion error by offset.
-``--summarise OUT`` prints the tables of an earlier run again.
+``--summarise OUT`` prints the tables of an earlier run again, ``--by ATTRIBUTE`` with it also the paired differences
+of the clips of each value of a source clip's attribute.
 """
 
 from __future__ import annotations
@@ -378,6 +379,18 @@ def paired_table(paired: dict[str, dict], clips: int, base: str = "full") -> str
     return "\n".join(lines)
 
 
+#: Attributes of a source clip that ``--by`` can group the clips by.
+CLIP_ATTRIBUTES = ("shape", "colour", "size", "background", "path")
+
+
+def group_clips(per_clip: list[dict], clips: list, attribute: str) -> dict[str, list[dict]]:
+    """The per-clip results grouped by the source clip's ``attribute`` (values in sorted order)."""
+    groups: dict[str, list[dict]] = {}
+    for clip, result in sorted(zip(clips, per_clip), key=lambda pair: getattr(pair[0], attribute)):
+        groups.setdefault(getattr(clip, attribute), []).append(result)
+    return groups
+
+
 def table(summary: dict[str, dict]) -> str:
     lines = ["| variant | alignment | colour / shape / background edits | preservation | motion error (px) "
              "| motion error, frames with an object (px) | consistency | detected | PSNR (source prompt, dB) "
@@ -421,6 +434,9 @@ def main(argv=None) -> int:
                         help=f"variants besides the steps sweep (default {' '.join(DEFAULT_VARIANTS)})")
     parser.add_argument("--out", default="benchmarks/toyworld_quality.json", help="where to write the JSON")
     parser.add_argument("--summarise", metavar="JSON", help="measure nothing: print the tables of an earlier run's JSON")
+    parser.add_argument("--by", choices=CLIP_ATTRIBUTES,
+                        help="with --summarise: also the paired differences of the clips of each value of this attribute "
+                             "of the source clip (chosen after the fact: a place to look, not a result)")
     args = parser.parse_args(argv)
     if args.summarise:
         try:
@@ -432,7 +448,16 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
         print_tables(report)
+        if args.by:
+            settings = report["settings"]
+            clips = make_clips(settings["clips"], settings["frames"], settings["seed"])
+            for value, per_clip in group_clips(report["per_clip"], [clip for clip, _ in clips], args.by).items():
+                print(f"\nsource {args.by} {value}:\n")
+                print(paired_table(paired_differences(per_clip), len(per_clip)))
         return 0
+    if args.by:
+        print("error: --by groups the tables of --summarise; pass --summarise JSON with it", file=sys.stderr)
+        return 2
     args.model = str(Path(args.model).resolve())
     if not (Path(args.model) / "model_index.json").is_file():
         print(f"error: {args.model} is not a diffusers pipeline folder (no model_index.json); pass --model DIR", file=sys.stderr)

@@ -182,6 +182,12 @@ def test_summarise_reprints_a_run_and_refuses_other_files(tmp_path):
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "| full |" in done.stdout and "| image-model | -0.010 [" in done.stdout
+    done = subprocess.run([sys.executable, str(BENCH), "--summarise", str(bench), "--by", "size"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    counts = [int(line.split("(")[1].split()[0]) for line in done.stdout.splitlines() if line.startswith("| full minus")]
+    assert "source size large:" in done.stdout and "source size small:" in done.stdout
+    assert len(counts) == 3 and counts[0] == 12 and sum(counts[1:]) == 12  # every clip, then each in one group
     other = tmp_path / "other.json"
     other.write_text('{"frames": 3}')
     done = subprocess.run([sys.executable, str(BENCH), "--summarise", str(other)], capture_output=True, text=True,
@@ -271,3 +277,14 @@ def test_coupling_gain_of_hand_scaled_frames():
     twice = coupling_gain.gains(base, base * scale[:, None, None], coupling_gain.FRAME, factor)
     assert abs(twice["own"] - 2) < 1e-4 and abs(twice["others"] + 0.5) < 1e-4
     assert coupling_gain.main(["--eps", "1.5"]) == 2
+
+
+def test_group_clips_by_a_source_attribute():
+    from collections import namedtuple
+
+    bench = _bench_module()
+    Source = namedtuple("Source", "size path")
+    clips = [Source("small", "up"), Source("large", "up"), Source("small", "left")]
+    results = [{"id": 0}, {"id": 1}, {"id": 2}]
+    assert bench.group_clips(results, clips, "size") == {"large": [{"id": 1}], "small": [{"id": 0}, {"id": 2}]}
+    assert bench.group_clips(results, clips, "path") == {"left": [{"id": 2}], "up": [{"id": 0}, {"id": 1}]}
