@@ -74,8 +74,14 @@ def measure_clip(model: Path, clip, edits, settings: DemoSettings, eps: float) -
 
 
 def summarise(per_clip: list[dict]) -> dict:
-    return {norms: {side: float(np.mean([clip[norms][factor][side] for clip in per_clip for factor in clip[norms]]))
-                    for side in ("own", "others")} for norms in ("pooled", "per-frame")}
+    """Per statistics and side: the mean gain over the clips and both signs, and its smallest and largest."""
+    summary = {}
+    for norms in ("pooled", "per-frame"):
+        summary[norms] = {}
+        for side in ("own", "others"):
+            values = [clip[norms][factor][side] for clip in per_clip for factor in clip[norms]]
+            summary[norms][side] = {"mean": float(np.mean(values)), "min": float(min(values)), "max": float(max(values))}
+    return summary
 
 
 def main(argv=None) -> int:
@@ -86,6 +92,9 @@ def main(argv=None) -> int:
     parser.add_argument("--eps", type=float, default=0.05, help="the perturbation: frame 4's latents times 1 +- eps")
     parser.add_argument("--out", help="also write the per-clip gains and the summary here (JSON)")
     args = parser.parse_args(argv)
+    if args.clips < 1:
+        print(f"error: --clips {args.clips}: pass at least 1", file=sys.stderr)
+        return 2
     if not 0 < args.eps < 1:
         print(f"error: --eps {args.eps} is outside (0, 1); pass a small fraction such as 0.05", file=sys.stderr)
         return 2
@@ -98,10 +107,12 @@ def main(argv=None) -> int:
         per_clip.append(measure_clip(model, clip, edits, DemoSettings(), args.eps))
         print(f"clip {index + 1}/{args.clips} done", file=sys.stderr, flush=True)
     summary = summarise(per_clip)
-    print("| statistics | gain of the perturbed frame | gain of the other frames |")
+    print("| statistics | gain of the perturbed frame: mean (min - max) | gain of the other frames |")
     print("|---|---|---|")
     for norms, row in summary.items():
-        print(f"| {norms} | {row['own']:+.2f} | {row['others']:+.2f} |")
+        cells = " | ".join(f"{row[side]['mean']:+.2f} ({row[side]['min']:+.2f} - {row[side]['max']:+.2f})"
+                           for side in ("own", "others"))
+        print(f"| {norms} | {cells} |")
     if args.out:
         Path(args.out).write_text(json.dumps({"settings": vars(args), "summary": summary, "per_clip": per_clip},
                                              indent=2) + "\n")

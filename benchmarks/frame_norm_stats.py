@@ -57,11 +57,11 @@ class RatioRecorder:
             videos = x.shape[0] // self.num_frames
             grouped = x.reshape(videos, self.num_frames, module.num_groups, -1)
             own = grouped.std(dim=-1)  # (videos, f, groups)
-            pooled = grouped.transpose(1, 2).reshape(videos, module.num_groups, -1).std(dim=-1)[:, None]
+            video = grouped.transpose(1, 2).reshape(videos, module.num_groups, -1)  # (videos, groups, f * values)
+            pooled = video.std(dim=-1)[:, None]
             ratio = (own / pooled).mean(dim=-1)[-1].numpy()  # (f,) the last video: the conditional branch
             self.ratios.append(ratio)
-            offset = (grouped.mean(dim=-1) - grouped.transpose(1, 2).reshape(videos, module.num_groups, -1).mean(dim=-1)[:, None]
-                      ).abs() / pooled  # (videos, f, groups)
+            offset = (grouped.mean(dim=-1) - video.mean(dim=-1)[:, None]).abs() / pooled  # (videos, f, groups)
             layer = self.layers.setdefault(name, {"channels": x.shape[1], "resolution": x.shape[-1], "spread": [],
                                                   "offset": []})
             layer["spread"].append(float(np.mean(np.abs(ratio - 1))))
@@ -154,6 +154,20 @@ def summarise(per_clip: list[dict]) -> dict:
     }
 
 
+def by_resolution(by_layer: dict) -> dict:
+    """The per-layer figures averaged over the ResNets' ``norm1`` and ``norm2`` layers of each resolution (largest
+    first), and the per-frame run's spread over every layer."""
+    rows = {}
+    for resolution in sorted({layer["resolution"] for layer in by_layer.values()}, reverse=True):
+        rows[resolution] = {}
+        for kind in ("norm1", "norm2"):
+            layers = [layer for name, layer in by_layer.items() if layer["resolution"] == resolution and name.endswith(kind)]
+            rows[resolution][kind] = {key: float(np.mean([layer[key] for layer in layers]))
+                                      for key in ("spread", "offset", "offset_per_frame_norms")} if layers else None
+    rows["all"] = float(np.mean([layer["spread_per_frame_norms"] for layer in by_layer.values()]))
+    return rows
+
+
 def table(name: str, s: dict) -> str:
     cells = " | ".join(
         f"{b['no_object']:.2f} ({b['frames']})" if b["no_object"] is not None else "- (0)" for b in s["by_ratio"])
@@ -205,6 +219,14 @@ def main(argv=None) -> int:
             print(f"| {name} | {layer['channels']} | {layer['resolution']}x{layer['resolution']} | "
                   f"{layer['spread']:.3f} | {layer['spread_per_frame_norms']:.3f} | {layer['offset']:.3f} | "
                   f"{layer['offset_per_frame_norms']:.3f} |")
+        rows = by_resolution(data["summary"]["by_layer"])
+        print(f"\nby resolution (ResNet norm1 and norm2 layers; per-frame norms, every layer: {rows.pop('all'):.3f})\n")
+        print("| resolution | spread norm1, norm2 | offset at norm1, pooled | the same, per-frame norms |")
+        print("|---|---|---|---|")
+        for resolution, row in rows.items():
+            if row["norm1"] and row["norm2"]:
+                print(f"| {resolution}x{resolution} | {row['norm1']['spread']:.3f}, {row['norm2']['spread']:.3f} | "
+                      f"{row['norm1']['offset']:.3f} | {row['norm1']['offset_per_frame_norms']:.3f} |")
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     return 0

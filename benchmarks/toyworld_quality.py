@@ -441,7 +441,7 @@ def main(argv=None) -> int:
     if args.summarise:
         try:
             report = json.loads(Path(args.summarise).read_text())
-            if not {"summary", "motion_by_offset", "per_clip"} <= set(report):
+            if not isinstance(report, dict) or not {"summary", "motion_by_offset", "per_clip"} <= set(report):
                 raise ValueError("no summary, motion_by_offset and per_clip")
         except (OSError, ValueError) as error:
             print(f"error: {args.summarise} is not a JSON written by this script ({error}); pass its --out file",

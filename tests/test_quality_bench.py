@@ -288,3 +288,24 @@ def test_group_clips_by_a_source_attribute():
     results = [{"id": 0}, {"id": 1}, {"id": 2}]
     assert bench.group_clips(results, clips, "size") == {"large": [{"id": 1}], "small": [{"id": 0}, {"id": 2}]}
     assert bench.group_clips(results, clips, "path") == {"left": [{"id": 2}], "up": [{"id": 0}, {"id": 1}]}
+
+
+def test_by_resolution_averages_each_norm_kind_per_resolution():
+    import pytest
+
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        from frame_norm_stats import by_resolution
+    finally:
+        sys.path.remove(str(BENCH.parent))
+
+    def layer(resolution, spread, offset):
+        return {"resolution": resolution, "spread": spread, "offset": offset, "offset_per_frame_norms": offset / 2,
+                "spread_per_frame_norms": spread / 10}
+
+    rows = by_resolution({"a.norm1": layer(8, 0.1, 0.2), "b.norm1": layer(8, 0.3, 0.4), "a.norm2": layer(8, 0.5, 0.0),
+                          "c.norm1": layer(4, 0.2, 0.1), "conv_norm_out": layer(8, 0.9, 0.9)})
+    assert list(rows) == [8, 4, "all"]
+    assert rows[8]["norm1"] == pytest.approx({"spread": 0.2, "offset": 0.3, "offset_per_frame_norms": 0.15})
+    assert rows[8]["norm2"]["spread"] == 0.5 and rows[4]["norm2"] is None
+    assert abs(rows["all"] - (0.1 + 0.3 + 0.5 + 0.2 + 0.9) / 50) < 1e-12

@@ -62,7 +62,8 @@ class TuneAVideoPipeline(DiffusionPipeline):
             distinct, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
         ).input_ids
         states = self.text_encoder(ids.to(self.text_encoder.device))[0]  # (distinct, 77, d)
-        return states[[distinct.index(prompt) for prompt in prompts]]
+        row = {prompt: i for i, prompt in enumerate(distinct)}
+        return states[[row[prompt] for prompt in prompts]]
 
     @torch.no_grad()
     def encode_video(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
