@@ -32,7 +32,8 @@ Usage: ``python benchmarks/toyworld_quality.py --clips 12 --out benchmarks/toywo
 are kept in ``OUT.partial.json`` as they finish). Prints markdown tables last: the means; ``full`` minus each other
 variant, paired clip by clip, with its 95 % interval over the clips; the motion error by offset.
 ``--summarise OUT`` prints the tables of an earlier run again, ``--by ATTRIBUTE`` with it also the paired differences
-of the clips of each value of a source clip's attribute.
+of the clips of each value of a source clip's attribute, ``--against OTHER`` the run's model minus another run's
+(``--model``) on the same clips, variant by variant.
 """
 
 from __future__ import annotations
@@ -355,22 +356,35 @@ def paired_differences(per_clip: list[dict], base: str = "full", confidence: flo
     the clips and its two-sided Student-t confidence interval (the clips are the samples; each clip's three edits are
     averaged first, so edits of one clip do not count as independent)."""
     others = [v for v in VARIANTS if v in per_clip[0] and v != base]
-    count = len(per_clip)
-    half_width = t_quantile(0.5 + confidence / 2, count - 1) if count > 1 else float("nan")
-    result = {}
-    for other in others:
-        result[other] = {}
-        for metric in PAIRED_METRICS:
-            diff = np.array([clip[base][metric] - clip[other][metric] for clip in per_clip], dtype=np.float64)
-            spread = diff.std(ddof=1) / np.sqrt(count) * half_width if count > 1 else float("nan")
-            result[other][metric] = {"mean": float(diff.mean()), "low": float(diff.mean() - spread),
-                                     "high": float(diff.mean() + spread)}
-    return result
+    return {other: {metric: mean_interval([clip[base][metric] - clip[other][metric] for clip in per_clip], confidence)
+                    for metric in PAIRED_METRICS} for other in others}
 
 
-def paired_table(paired: dict[str, dict], clips: int, base: str = "full") -> str:
-    """The paired differences (at :data:`CONFIDENCE`) as markdown: mean [interval] per metric."""
-    lines = [f"| {base} minus ({clips} clips, {CONFIDENCE * 100:g} % interval) | alignment | motion error (px) | consistency |",
+def model_differences(per_clip: list[dict], other_per_clip: list[dict], confidence: float = CONFIDENCE) -> dict[str, dict]:
+    """One model's run minus another's on the same clips, variant by variant (those both measured), paired clip by
+    clip as in :func:`paired_differences`."""
+    if len(per_clip) != len(other_per_clip):
+        raise ValueError(f"the runs measured {len(per_clip)} and {len(other_per_clip)} clips")
+    shared = [v for v in per_clip[0] if v in other_per_clip[0]]
+    return {variant: {metric: mean_interval([mine[variant][metric] - theirs[variant][metric]
+                                             for mine, theirs in zip(per_clip, other_per_clip)], confidence)
+                      for metric in PAIRED_METRICS} for variant in shared}
+
+
+def mean_interval(values, confidence: float = CONFIDENCE) -> dict[str, float]:
+    """The mean of ``values`` (one per clip) and its two-sided Student-t confidence interval (NaN for one value)."""
+    values = np.asarray(values, dtype=np.float64)
+    count = len(values)
+    spread = (values.std(ddof=1) / np.sqrt(count) * t_quantile(0.5 + confidence / 2, count - 1)
+              if count > 1 else float("nan"))
+    return {"mean": float(values.mean()), "low": float(values.mean() - spread), "high": float(values.mean() + spread)}
+
+
+def paired_table(paired: dict[str, dict], clips: int, base: str = "full", head: str | None = None) -> str:
+    """The paired differences (at :data:`CONFIDENCE`) as markdown: mean [interval] per metric; ``head`` names the
+    first column (default: ``base`` minus the row's variant)."""
+    head = head or f"{base} minus"
+    lines = [f"| {head} ({clips} clips, {CONFIDENCE * 100:g} % interval) | alignment | motion error (px) | consistency |",
              "|---|---|---|---|"]
     for other, metrics in paired.items():
         cells = " | ".join(f"{m['mean']:+.3f} [{m['low']:+.3f}, {m['high']:+.3f}]" if name != "motion_error" else
@@ -378,6 +392,9 @@ def paired_table(paired: dict[str, dict], clips: int, base: str = "full") -> str
         lines.append(f"| {other} | {cells} |")
     return "\n".join(lines)
 
+
+#: The settings that choose a run's clips: two runs with these alike measured the same clips.
+CLIP_SETTINGS = ("clips", "frames", "size", "seed")
 
 #: Attributes of a source clip that ``--by`` can group the clips by.
 CLIP_ATTRIBUTES = ("shape", "colour", "size", "background", "path")
@@ -437,17 +454,34 @@ def main(argv=None) -> int:
     parser.add_argument("--by", choices=CLIP_ATTRIBUTES,
                         help="with --summarise: also the paired differences of the clips of each value of this attribute "
                              "of the source clip (chosen after the fact: a place to look, not a result)")
+    parser.add_argument("--against", metavar="JSON",
+                        help="with --summarise: also that run's model minus this other run's, variant by variant, paired "
+                             "clip by clip (both runs on the same clips: --clips, --frames, --size and --seed alike)")
     args = parser.parse_args(argv)
     if args.summarise:
-        try:
-            report = json.loads(Path(args.summarise).read_text())
-            if not isinstance(report, dict) or not {"summary", "motion_by_offset", "per_clip"} <= set(report):
-                raise ValueError("no summary, motion_by_offset and per_clip")
-        except (OSError, ValueError) as error:
-            print(f"error: {args.summarise} is not a JSON written by this script ({error}); pass its --out file",
-                  file=sys.stderr)
-            return 2
+        reports = []
+        for name in filter(None, (args.summarise, args.against)):
+            try:
+                report = json.loads(Path(name).read_text())
+                if not isinstance(report, dict) or not {"summary", "motion_by_offset", "per_clip"} <= set(report):
+                    raise ValueError("no summary, motion_by_offset and per_clip")
+            except (OSError, ValueError) as error:
+                print(f"error: {name} is not a JSON written by this script ({error}); pass its --out file",
+                      file=sys.stderr)
+                return 2
+            reports.append(report)
+        report = reports[0]
+        if args.against:
+            differ = [key for key in CLIP_SETTINGS if report["settings"].get(key) != reports[1]["settings"].get(key)]
+            if differ:
+                print(f"error: {args.summarise} and {args.against} measured different clips ({', '.join(differ)} "
+                      "differ); compare runs of the same --clips, --frames, --size and --seed", file=sys.stderr)
+                return 2
         print_tables(report)
+        if args.against:
+            print(f"\n{report['settings']['model']} minus {reports[1]['settings']['model']}:\n")
+            differences = model_differences(report["per_clip"], reports[1]["per_clip"])
+            print(paired_table(differences, len(report["per_clip"]), head="this model minus the other, variant"))
         if args.by:
             settings = report["settings"]
             clips = make_clips(settings["clips"], settings["frames"], settings["seed"])
@@ -455,9 +489,10 @@ def main(argv=None) -> int:
                 print(f"\nsource {args.by} {value}:\n")
                 print(paired_table(paired_differences(per_clip), len(per_clip)))
         return 0
-    if args.by:
-        print("error: --by groups the tables of --summarise; pass --summarise JSON with it", file=sys.stderr)
-        return 2
+    for option in ("by", "against"):
+        if getattr(args, option):
+            print(f"error: --{option} works on the tables of --summarise; pass --summarise JSON with it", file=sys.stderr)
+            return 2
     args.model = str(Path(args.model).resolve())
     if not (Path(args.model) / "model_index.json").is_file():
         print(f"error: {args.model} is not a diffusers pipeline folder (no model_index.json); pass --model DIR", file=sys.stderr)

@@ -176,6 +176,39 @@ def test_paired_differences_are_hand_computed_clip_by_clip():
     assert "| image-model | +0.250 [+0.250, +0.250] | +2.50 [" in bench.paired_table(paired, 4)
 
 
+def test_model_differences_pair_two_runs_clip_by_clip():
+    """Two models' runs on the same 3 clips: the first model's motion errors 4, 6, 8 against the other's 3, 3, 3
+    differ by 1, 3, 5 (mean 3, sd 2, interval 3 -+ 4.303 x 2 / sqrt(3), t with 2 degrees of freedom); only the
+    variants both runs measured are compared, and runs of unlike lengths are refused."""
+    import pytest
+
+    bench = _bench_module()
+    mine = [{"full": {"alignment": 1.0, "motion_error": m, "consistency": 0.9}, "no-tuning": {}} for m in (4.0, 6.0, 8.0)]
+    theirs = [{"full": {"alignment": 0.5, "motion_error": 3.0, "consistency": 0.9}} for _ in range(3)]
+    differences = bench.model_differences(mine, theirs)
+    assert list(differences) == ["full"]
+    motion = differences["full"]["motion_error"]
+    half = 4.303 * 2 / 3 ** 0.5
+    assert abs(motion["mean"] - 3.0) < 1e-9
+    assert abs(motion["low"] - (3 - half)) < 1e-3 and abs(motion["high"] - (3 + half)) < 1e-3
+    assert differences["full"]["alignment"] == {"mean": 0.5, "low": 0.5, "high": 0.5}
+    with pytest.raises(ValueError, match="3 and 2 clips"):
+        bench.model_differences(mine, theirs[:2])
+
+
+def test_summarise_against_needs_runs_on_the_same_clips():
+    """The validation runs of two models (seed 7) compare; the benchmark's run (seed 2024) is refused in one line."""
+    folder = BENCH.parent
+    done = subprocess.run([sys.executable, str(BENCH), "--summarise", str(folder / "toyworld_quality_validation_flat_world.json"),
+                           "--against", str(folder / "toyworld_quality_validation.json")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "| this model minus the other, variant (12 clips" in done.stdout and "| image-model |" in done.stdout
+    done = subprocess.run([sys.executable, str(BENCH), "--summarise", str(folder / "toyworld_quality_validation.json"),
+                           "--against", str(folder / "toyworld_quality.json")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "measured different clips (seed differ)" in done.stderr
+
+
 def test_summarise_reprints_a_run_and_refuses_other_files(tmp_path):
     bench = BENCH.parent / "toyworld_quality.json"
     done = subprocess.run([sys.executable, str(BENCH), "--summarise", str(bench)], capture_output=True, text=True,
