@@ -463,8 +463,8 @@ def main(argv=None) -> int:
         for name in filter(None, (args.summarise, args.against)):
             try:
                 report = json.loads(Path(name).read_text())
-                if not isinstance(report, dict) or not {"summary", "motion_by_offset", "per_clip"} <= set(report):
-                    raise ValueError("no summary, motion_by_offset and per_clip")
+                if not isinstance(report, dict) or not {"settings", "summary", "motion_by_offset", "per_clip"} <= set(report):
+                    raise ValueError("no settings, summary, motion_by_offset and per_clip")
             except (OSError, ValueError) as error:
                 print(f"error: {name} is not a JSON written by this script ({error}); pass its --out file",
                       file=sys.stderr)

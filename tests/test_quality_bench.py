@@ -196,7 +196,7 @@ def test_model_differences_pair_two_runs_clip_by_clip():
         bench.model_differences(mine, theirs[:2])
 
 
-def test_summarise_against_needs_runs_on_the_same_clips():
+def test_summarise_against_needs_runs_on_the_same_clips(tmp_path):
     """The validation runs of two models (seed 7) compare; the benchmark's run (seed 2024) is refused in one line."""
     folder = BENCH.parent
     done = subprocess.run([sys.executable, str(BENCH), "--summarise", str(folder / "toyworld_quality_validation_flat_world.json"),
@@ -207,6 +207,13 @@ def test_summarise_against_needs_runs_on_the_same_clips():
     done = subprocess.run([sys.executable, str(BENCH), "--summarise", str(folder / "toyworld_quality_validation.json"),
                            "--against", str(folder / "toyworld_quality.json")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "measured different clips (seed differ)" in done.stderr
+    report = json.loads((folder / "toyworld_quality_validation.json").read_text())
+    del report["settings"]
+    unnamed = tmp_path / "no-settings.json"
+    unnamed.write_text(json.dumps(report))
+    done = subprocess.run([sys.executable, str(BENCH), "--summarise", str(folder / "toyworld_quality_validation.json"),
+                           "--against", str(unnamed)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no settings" in done.stderr
 
 
 def test_summarise_reprints_a_run_and_refuses_other_files(tmp_path):
