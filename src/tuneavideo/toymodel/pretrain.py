@@ -205,6 +205,10 @@ class PretrainConfig:
     # each frame of a clip is noised at the clip's timestep moved by an integer drawn uniformly from [-this, this]
     # (clamped to the schedule; 0: one timestep per clip), so that frames sharing their statistics differ in noise level
     video_timestep_jitter: int = 0
+    # weight of a second loss term in the video phase's clip steps: the mean over every pooled GroupNorm, frame and group
+    # of log(sigma_f / sigma_pool)^2, a frame's own feature std over the clip's (:func:`frame_spread_penalty`), so
+    # that the frames keep their statistics under pooling instead of being trained only to denoise despite them (0: off)
+    video_norm_penalty: float = 0.0
     # stop the video phase after this many steps (the learning-rate schedule still spans video_steps)
     video_stop_step: int | None = None
     # monitoring and storage
@@ -616,6 +620,8 @@ def check_config(config: PretrainConfig) -> None:
         raise ValueError(f"video_frames {config.video_frames} must be at least 2 and divide unet_batch {config.unet_batch}")
     if config.video_timestep_jitter < 0:
         raise ValueError(f"video_timestep_jitter must be at least 0 (timesteps), not {config.video_timestep_jitter}")
+    if config.video_norm_penalty < 0:
+        raise ValueError(f"video_norm_penalty must be at least 0 (a loss weight), not {config.video_norm_penalty}")
     if not 0 <= config.video_noise_sharing <= 1:
         raise ValueError(f"video_noise_sharing must be in [0, 1] (a share of the noise variance), not {config.video_noise_sharing}")
     for name, part in (("vae_from", "vae"), ("unet_from", "unet")):
@@ -663,6 +669,18 @@ def jitter_timesteps(timesteps: torch.Tensor, jitter: int, num_train_timesteps: 
     return moved.clamp(0, num_train_timesteps - 1)
 
 
+def frame_spread_penalty(x: torch.Tensor, frames: int, groups: int, eps: float = 1e-5) -> torch.Tensor:
+    """The mean of ``log(sigma_f / sigma_pool)^2`` over the videos, frames and groups of a GroupNorm's input ``x``,
+    ``((videos frames), c, h, w)``: ``sigma_f`` a frame's own std over its group's values, ``sigma_pool`` the std over
+    the group's values in all ``frames`` frames of its video (what Tune-A-Video's pooled GroupNorm divides by);
+    ``eps`` (the norm's) is added to both variances. 0 when every frame of a video has the video's std."""
+    videos = x.shape[0] // frames
+    grouped = x.float().reshape(videos, frames, groups, -1)
+    own = grouped.var(dim=-1, unbiased=False) + eps  # (videos, frames, groups)
+    pooled = grouped.transpose(1, 2).reshape(videos, groups, -1).var(dim=-1, unbiased=False)[:, None] + eps
+    return (0.5 * torch.log(own / pooled)).square().mean()
+
+
 def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Log, start: float, device: torch.device,
                  state: dict | None, checkpoint) -> tuple[torch.nn.Module, dict]:
     """The video phase: train a copy of ``unet_weights`` (the UNet phase's EMA weights) with the ResNet GroupNorm
@@ -691,6 +709,14 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
     unet = copy.deepcopy(unet_weights).train().requires_grad_(True)
     norms = pool_norms_over_frames(unet)
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
+    spreads: list[torch.Tensor] = []  # frame_spread_penalty of each pooled norm's input in a clip step
+    if config.video_norm_penalty:
+        def record_spread(norm, inputs, output) -> None:
+            if norm.num_frames > 1:
+                spreads.append(frame_spread_penalty(inputs[0], norm.num_frames, norm.num_groups, norm.eps))
+
+        hooks = [norm.register_forward_hook(record_spread) for norm in norms]
+    spread_history: list[float] = []
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.video_lr, weight_decay=config.weight_decay)
     history: list[float] = []
     steps_done, seconds_before = 0, 0.0
@@ -701,6 +727,7 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
         gen.set_state(state["generator"])
         rng.bit_generator.state = state["numpy_rng"]
         history, steps_done, seconds_before = list(state["history"]), state["steps_done"], state["seconds"]
+        spread_history = list(state.get("spread_history", []))
         log(f"resuming the video phase at step {steps_done}/{config.video_steps}")
     t0 -= seconds_before
     clips, batch = mean.shape[0], config.unet_batch
@@ -735,8 +762,13 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
         sharing = config.video_noise_sharing if pooled > 1 else 0.0
         noise = (clip_noise(latents.shape[0] // pooled, pooled, tuple(latents.shape[1:]), sharing, gen)
                  + config.offset_noise * offset).to(device)
+        spreads.clear()
         loss, per_sample = _denoising_loss(unet, latents, context_of(captions), noise, timesteps.to(device),
                                            mask.to(device), noise_scheduler, loss_weight, config)
+        if spreads:
+            spread = torch.stack(spreads).mean()
+            loss = loss + config.video_norm_penalty * spread
+            spread_history.append(spread.item())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), config.max_grad_norm)
@@ -745,17 +777,23 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
         history.append(per_sample.mean().item())
         steps_done = step + 1
         if config.log_every and (steps_done % config.log_every == 0 or steps_done == config.video_steps):
-            log(f"video step {steps_done}/{config.video_steps}  mse {np.mean(history[-config.log_every:]):.4f}  "
+            spread_note = f"  spread {np.mean(spread_history[-config.log_every:]):.4f}" if spread_history else ""
+            log(f"video step {steps_done}/{config.video_steps}  mse {np.mean(history[-config.log_every:]):.4f}{spread_note}  "
                 f"lr {optimizer.param_groups[0]['lr']:.2e}  {(time.time() - t0) / steps_done:.2f} s/step")
         if checkpoint is not None and steps_done % config.checkpoint_every == 0 and steps_done < config.video_steps:
             checkpoint({"unet": unet.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                         "generator": gen.get_state(), "numpy_rng": rng.bit_generator.state, "history": history,
-                        "steps_done": steps_done, "seconds": time.time() - t0})
+                        "spread_history": spread_history, "steps_done": steps_done, "seconds": time.time() - t0})
+    if config.video_norm_penalty:
+        for hook in hooks:
+            hook.remove()
     for module in ema.modules():  # the saved model normalises each image by itself
         if hasattr(module, "num_frames"):
             module.num_frames = 1
     summary = {"steps_done": steps_done, "seconds": time.time() - t0,
-               "final_mse": float(np.mean(history[-max(1, len(history) // 10):])) if history else None}
+               "final_mse": float(np.mean(history[-max(1, len(history) // 10):])) if history else None,
+               # frame_spread_penalty over the last tenth of the clip steps (with video_norm_penalty)
+               "final_spread": float(np.mean(spread_history[-max(1, len(spread_history) // 10):])) if spread_history else None}
     return ema, summary
 
 
