@@ -345,10 +345,11 @@ def test_a_unet_taken_from_an_earlier_run_gives_the_full_runs_weights(tmp_path):
     assert not all(torch.equal(first[k], image[k]) for k in first if k.startswith("unet."))  # the video phase trained
 
 
-def test_pretraining_interrupted_in_the_video_phase_resumes_to_the_same_weights(tmp_path):
+@pytest.mark.parametrize("penalty", [0.0, 10.0])
+def test_pretraining_interrupted_in_the_video_phase_resumes_to_the_same_weights(tmp_path, penalty):
     from tuneavideo.toymodel.pretrain import CHECKPOINT_DIR, main, pretrain
 
-    run = dict(TINY_RUN, video_steps=4, checkpoint_every=2)
+    run = dict(TINY_RUN, video_steps=4, checkpoint_every=2, video_norm_penalty=penalty, video_image_share=0.0)
     whole = pretrain(tmp_path / "whole", seed=7, vae_steps=2, unet_steps=2, progress=False, **run)
     pretrain(tmp_path / "cut", seed=7, vae_steps=2, unet_steps=2, progress=False, video_stop_step=3, **run)
     assert (tmp_path / "cut" / CHECKPOINT_DIR / "state.pt").is_file()  # holds video step 2
@@ -359,9 +360,40 @@ def test_pretraining_interrupted_in_the_video_phase_resumes_to_the_same_weights(
     assert json.loads((tmp_path / "cut" / "training.json").read_text())["video"]["steps_done"] == 3
     resumed = pretrain(tmp_path / "cut", seed=7, resume=True, progress=False)
     assert resumed["video"]["steps_done"] == 4 and resumed["video"]["final_mse"] == whole["video"]["final_mse"]
+    assert resumed["video"]["final_spread"] == whole["video"]["final_spread"]
+    assert (whole["video"]["final_spread"] is None) == (penalty == 0)
     assert not (tmp_path / "cut" / CHECKPOINT_DIR).exists()
     first, second = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
     assert all(torch.equal(first[k], second[k]) for k in first)
+    if penalty:  # the term acts: the same run without it ends elsewhere
+        pretrain(tmp_path / "plain", seed=7, vae_steps=2, unet_steps=2, progress=False, **dict(run, video_norm_penalty=0.0))
+        plain = _weights(tmp_path / "plain")
+        assert not all(torch.equal(first[k], plain[k]) for k in first if k.startswith("unet."))
+
+
+def test_frame_spread_penalty_is_the_mean_squared_log_std_ratio():
+    """Hand-computed cases: frames of one video with the same statistics give 0; a frame at twice the other's scale,
+    and a frame shifted by a constant, give the log ratios of their variances to the pooled variance."""
+    import math
+
+    from tuneavideo.toymodel.pretrain import frame_spread_penalty
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 4, 4)
+    x = x - x.mean(dim=(2, 3), keepdim=True)  # each channel zero-mean
+    var = float(x.var(unbiased=False))
+    assert float(frame_spread_penalty(torch.cat([x, x]), 2, 1, eps=0)) == pytest.approx(0, abs=1e-10)
+    # frame 2 = 2 x frame 1 (both zero-mean): pooled variance (1 + 4) / 2 of frame 1's
+    expected = ((0.5 * math.log(1 / 2.5)) ** 2 + (0.5 * math.log(4 / 2.5)) ** 2) / 2
+    assert float(frame_spread_penalty(torch.cat([x, 2 * x]), 2, 1, eps=0)) == pytest.approx(expected, rel=1e-5)
+    # frame 2 = frame 1 + 3: the same own variance, pooled variance var + 3^2 / 4
+    expected = (0.5 * math.log(var / (var + 2.25))) ** 2
+    assert float(frame_spread_penalty(torch.cat([x, x + 3]), 2, 1, eps=0)) == pytest.approx(expected, rel=1e-5)
+    # per group and per video: with two groups (a channel each), only the scaled channel's two frames contribute, and
+    # a second video of alike frames adds zeros to the mean over videos, frames and groups
+    scaled = torch.cat([x, x * torch.tensor([1.0, 2.0]).view(1, 2, 1, 1)])
+    expected = ((0.5 * math.log(1 / 2.5)) ** 2 + (0.5 * math.log(4 / 2.5)) ** 2) / 8
+    assert float(frame_spread_penalty(torch.cat([scaled, x, x]), 2, 2, eps=0)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_video_phase_norms_pool_over_each_clip_as_one_wide_image():
@@ -631,6 +663,7 @@ def test_training_report_command_reproduces_the_run_settings():
     ("unet_time_scale_shift=film", "unet_time_scale_shift must be 'default' or 'scale_shift'"),
     ("video_noise_sharing=2", "video_noise_sharing must be in [0, 1]"),
     ("video_timestep_jitter=-5", "video_timestep_jitter must be at least 0"),
+    ("video_norm_penalty=-1", "video_norm_penalty must be at least 0"),
 ])
 def test_settings_that_would_fail_in_a_later_phase_are_usage_errors(tmp_path, capsys, setting, message):
     from tuneavideo.toymodel.pretrain import main
