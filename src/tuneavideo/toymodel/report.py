@@ -129,7 +129,12 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
             + (f"; a share of the noise variance common to the clip's frames, uniform in [0, "
                f"{config['video_noise_sharing']:g}]" if config.get("video_noise_sharing") else "") + ") "
             f"or, in {_pct(config['video_image_share'])} of the steps, {config['unet_batch']} single frames with "
-            f"statistics per frame; the UNet phase's loss; AdamW lr {config['video_lr']} (warm-up 20, constant, cosine to "
+            f"statistics per frame; the UNet phase's loss"
+            + (f", plus in clip steps {config['video_norm_penalty']:g} x the frames' spread under the pooled statistics "
+               "(the mean over every pooled GroupNorm, frame and group of log(sigma_frame / sigma_pooled)^2, "
+               f"`pretrain.frame_spread_penalty`; {video['final_spread']:.4f} over the last tenth)"
+               if config.get("video_norm_penalty") else "")
+            + f"; AdamW lr {config['video_lr']} (warm-up 20, constant, cosine to "
             f"0.1x over the last half), EMA {config['video_ema_decay']} (the saved weights); final MSE "
             f"{video['final_mse']:.4f}.")
     lines += [
