@@ -161,7 +161,7 @@ def test_identical_prompts_with_full_replacement_give_the_source():
     both = pipe([prompt, prompt], FRAMES, 64, 64, 4, 5.0, "", 0.0, None, noise, output_type="latent", controller=controller)
     torch.testing.assert_close(both[1], both[0], rtol=0, atol=0)
     plain = pipe(prompt, FRAMES, 64, 64, 4, 5.0, "", 0.0, None, noise, output_type="latent")
-    torch.testing.assert_close(both[0], plain[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(both[0], plain[0], atol=1e-4, rtol=1e-4)  # batch of 2 against 1: float32 rounding differs
     # not vacuous: another prompt with nothing replaced gives another video, replacing everything brings it close
     edit = "a blue circle moving right"
     free = SampleConfig(num_inference_steps=4, num_inversion_steps=4, control="p2p", cross_replace=0.0, self_replace=0.0)
