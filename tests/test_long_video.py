@@ -183,7 +183,8 @@ def test_controlled_edits_in_windows_match_the_whole_video():
         return pipe([PROMPT, edit], frames, 64, 64, steps, 5.0, "", 0.0, None, noise, output_type="latent",
                     controller=controller, windows=windows)
 
-    torch.testing.assert_close(controlled(windows), controlled(None), atol=1e-5, rtol=1e-4)
+    # windows batch the frames otherwise than the whole video: float32 rounding differs, through 3 guided steps
+    torch.testing.assert_close(controlled(windows), controlled(None), atol=1e-4, rtol=1e-4)
 
     fatezero = SampleConfig(num_inference_steps=steps, num_inversion_steps=steps, inversion="negative-prompt",
                             control="fatezero", self_replace=0.7, blend=["circle"], guidance_scale=5.0)
@@ -203,7 +204,7 @@ def test_controlled_edits_in_windows_match_the_whole_video():
         torch.testing.assert_close(rec_w.self_maps[key].float(), maps.float(), atol=2e-3, rtol=0)
     for step, mask in rec.masks.items():
         assert torch.equal(rec_w.masks[step], mask)
-    torch.testing.assert_close(inv_w, inv, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(inv_w, inv, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(out_w, out, atol=1e-4, rtol=1e-4)
 
 
