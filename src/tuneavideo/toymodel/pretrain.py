@@ -1003,6 +1003,8 @@ def _pretrain(output_dir: Path, config: PretrainConfig, log: _Log, start: float,
             "device": str(device),
             "torch": torch.__version__,
             "python": platform.python_version(),
+            # the CPU kernels torch chose (AVX2, AVX512, ...): other kernels round otherwise, and give other weights
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         }
         save_pipeline(output_dir, vae, ema_text, tokenizer_dir, saved_unet, config)
         if complete:  # nothing left to resume

@@ -85,8 +85,10 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
         f"--guidance {results['held_out']['settings']['guidance_scale']:g} --report",
         "```",
         "",
-        f"Seed {config['seed']}, torch.set_num_threads({training['threads']}) (same seed, settings and thread count give",
-        f"the same weights), torch {training['torch']}, Python {training['python']}.",
+        f"Seed {config['seed']}, torch.set_num_threads({training['threads']}) (same seed, settings, thread count and CPU",
+        "kernels give the same weights; a CPU with other vector instructions rounds otherwise and gives other weights),",
+        f"torch {training['torch']}" + (f" with its {training['cpu_capability']} kernels" if "cpu_capability" in training else "")
+        + f", Python {training['python']}.",
         "",
         "## Run",
         "",
