@@ -234,6 +234,9 @@ CASES = [
     ("edit-no-run", lambda c: c.edit(run=c.dir / "no-run"), ["no-run"]),
     ("demo-steps-zero", lambda c: ["demo", "--output", str(c.dir / "demo"), "--steps", "0"], ["--steps 0"]),
     ("demo-train-steps-zero", lambda c: ["demo", "--output", str(c.dir / "demo"), "--train-steps", "0"], ["--train-steps 0"]),
+    # a run folder is not a pipeline: the demo needs a whole base model
+    ("demo-model-not-a-pipeline", lambda c: ["demo", "--output", str(c.dir / "demo"), "--model", str(c.finished)],
+     ["--model", "model_index.json"]),
 ]
 
 

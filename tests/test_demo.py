@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from tuneavideo.cli import main
 from tuneavideo.demo import TOY_MODEL
@@ -26,6 +27,32 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     # A second run never overwrites the first.
     assert main(["demo", "--output", str(out), "--train-steps", "1", "--steps", "2"]) == 0
     assert (tmp_path / "demo-2" / "report.json").exists()
+
+
+def test_demo_runs_on_the_model_it_is_given(tmp_path):
+    # A copy of the bundled model whose UNet predicts no noise: the demo run on it must differ from the bundled
+    # model's, and its report must name it. A copy left as it is gives the bundled model's grid byte for byte.
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    same, altered = tmp_path / "same", tmp_path / "altered"
+    shutil.copytree(TOY_MODEL, same)
+    shutil.copytree(TOY_MODEL, altered)
+    weights = next((altered / "unet").glob("*.safetensors"))
+    state = load_file(weights)
+    state = {k: torch.zeros_like(v) if k.startswith("conv_out.") else v for k, v in state.items()}
+    save_file(state, weights)
+    small = ["--train-steps", "1", "--steps", "2"]
+    assert main(["demo", "--output", str(tmp_path / "bundled"), *small]) == 0
+    assert main(["demo", "--output", str(tmp_path / "run-same"), "--model", str(same), *small]) == 0
+    assert main(["demo", "--output", str(tmp_path / "run-altered"), "--model", str(altered), *small]) == 0
+    reports = {name: json.loads((tmp_path / name / "report.json").read_text()) for name in ("bundled", "run-same", "run-altered")}
+    assert reports["bundled"]["model"] == "bundled toy-sd"
+    assert reports["run-altered"]["model"] == str(altered.resolve())
+    grid = {name: (tmp_path / name / "grid.png").read_bytes() for name in reports}
+    assert grid["run-same"] == grid["bundled"]
+    assert grid["run-altered"] != grid["bundled"]
 
 
 def test_demo_clips_avoid_the_held_out_combinations():

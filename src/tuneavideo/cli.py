@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", "-o", help="the folder to write (default ./tuneavideo-demo)")
     demo.add_argument("--train-steps", type=int, help="tuning steps")
     demo.add_argument("--steps", type=int, help="sampling and inversion steps")
+    demo.add_argument("--model", help="a toy-sd pipeline folder written by python -m tuneavideo.toymodel.pretrain "
+                                      "(default: the bundled model)")
 
     batch = sub.add_parser("batch", help="tune and edit every video of a manifest, one run folder each, on every local GPU "
                                           "or a Ray cluster")
@@ -243,7 +245,7 @@ def _demo(args: argparse.Namespace) -> int:
     for flag, value in (("--train-steps", args.train_steps), ("--steps", args.steps)):
         if value is not None and value < 1:  # before any work; run_demo checks the same for API callers
             raise ConfigError(f"{flag} {value}: give at least 1 step, or leave it out for the demo's default")
-    folder = run_demo(args.output, train_steps=args.train_steps, steps=args.steps)
+    folder = run_demo(args.output, train_steps=args.train_steps, steps=args.steps, model=args.model)
     print(f"demo written to {folder}")
     return 0
 

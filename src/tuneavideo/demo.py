@@ -63,12 +63,23 @@ def run_demo(
     steps: int | None = None,
     settings: DemoSettings = DemoSettings(),
     device: str | None = None,
+    model: str | Path | None = None,
     progress: bool = True,
     log=print,
 ) -> Path:
-    """Run the demo and return the folder it wrote."""
-    if not (TOY_MODEL / "model_index.json").is_file():
-        raise FileNotFoundError(f"the bundled toy model is missing from {TOY_MODEL}; reinstall the package")
+    """Run the demo and return the folder it wrote.
+
+    ``model``: a toy-sd pipeline folder (one written by ``python -m tuneavideo.toymodel.pretrain``) to run the demo
+    on instead of the bundled model, so that a candidate model's demo figures come from the same code.
+    """
+    if model is None:
+        model = TOY_MODEL
+        if not (model / "model_index.json").is_file():
+            raise FileNotFoundError(f"the bundled toy model is missing from {TOY_MODEL}; reinstall the package")
+    elif not (Path(model) / "model_index.json").is_file():
+        raise ConfigError(f"demo --model {model}: not a pipeline folder (no model_index.json); give a folder written by "
+                          "python -m tuneavideo.toymodel.pretrain, or leave --model out for the bundled model")
+    model = Path(model).resolve()
     train_steps = settings.train_steps if train_steps is None else train_steps
     steps = settings.steps if steps is None else steps
     for name, value in (("train_steps", train_steps), ("steps", steps)):
@@ -82,12 +93,12 @@ def run_demo(
         # (steps measured 10x slower beside another process).
         torch.set_num_threads(1)
     try:
-        return _run(folder, began, train_steps, steps, settings, device, progress, log)
+        return _run(folder, began, model, train_steps, steps, settings, device, progress, log)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(folder, began, train_steps, steps, settings, device, progress, log) -> Path:
+def _run(folder, began, model, train_steps, steps, settings, device, progress, log) -> Path:
     clip = Clip(**{**SOURCE.__dict__, "num_frames": settings.num_frames})
     frames_dir = folder / "source-frames"
     frames_dir.mkdir()
@@ -100,13 +111,13 @@ def _run(folder, began, train_steps, steps, settings, device, progress, log) -> 
     config = RunConfig()
     config.video.path, config.video.prompt = str(frames_dir), prompt
     config.video.num_frames, config.video.width, config.video.height = settings.num_frames, settings.size, settings.size
-    config.tune.base_model = str(TOY_MODEL)
+    config.tune.base_model = str(model)
     config.tune.steps, config.tune.learning_rate, config.tune.seed = train_steps, settings.learning_rate, settings.seed
     config.tune.gradient_checkpointing, config.tune.checkpoint_every = False, 0
     config.sample.num_inference_steps = config.sample.num_inversion_steps = steps
     config.sample.guidance_scale, config.sample.seed = settings.guidance_scale, settings.seed
     run_dir = folder / "run"
-    base = load_base(TOY_MODEL)  # tune() leaves it unchanged: it serves the edits too
+    base = load_base(model)  # tune() leaves it unchanged: it serves the edits too
     tune(base, config, run_dir, device=device, progress=progress, log=log)
 
     tuned = load_run(run_dir, base_model=base, device=device)
@@ -124,7 +135,8 @@ def _run(folder, began, train_steps, steps, settings, device, progress, log) -> 
         rows.append((edit_prompt, to_uint8_frames(video)))
     _write_grid(folder / "grid.png", rows)
     seconds = time.perf_counter() - began
-    report = {"source_prompt": prompt, "settings": settings.__dict__ | {"train_steps": train_steps, "steps": steps},
+    report = {"source_prompt": prompt, "model": "bundled toy-sd" if model == TOY_MODEL.resolve() else str(model),
+              "settings": settings.__dict__ | {"train_steps": train_steps, "steps": steps},
               "seconds": round(seconds, 1), "edits": scores, "files": [str(p.relative_to(folder)) for p in result.files]}
     atomic_text(folder / "report.json", json.dumps(report, indent=2) + "\n")
     atomic_text(folder / "report.html", _html(report))
@@ -158,7 +170,8 @@ def _html(report: dict) -> str:
         )
     return (
         "<!doctype html><meta charset=utf-8><title>tuneavideo demo</title>"
-        f"<h1>Tune-A-Video on the toy world</h1><p>Source: {html.escape(report['source_prompt'])} "
+        f"<h1>Tune-A-Video on the toy world</h1><p>Model: {html.escape(report['model'])}</p>"
+        f"<p>Source: {html.escape(report['source_prompt'])} "
         f"<video src='{EDITS_FOLDER}/side-by-side.mp4' autoplay loop muted></video></p><p><img src='grid.png'></p>"
         "<table border=1 cellpadding=4><tr><th>edit prompt</th><th>video</th><th>alignment</th>"
         "<th>preservation</th><th>motion error (px)</th><th>consistency</th></tr>"
