@@ -33,7 +33,9 @@ are kept in ``OUT.partial.json`` as they finish). Prints markdown tables last: t
 variant, paired clip by clip, with its 95 % interval over the clips; the motion error by offset.
 ``--summarise OUT`` prints the tables of an earlier run again, ``--by ATTRIBUTE`` with it also the paired differences
 of the clips of each value of a source clip's attribute, ``--against OTHER`` the run's model minus another run's
-(``--model``) on the same clips, variant by variant.
+(``--model``) on the same clips, variant by variant. Several JSONs after ``--summarise`` (and as many after
+``--against``, in the same order) are pooled: runs of one model and settings on clip selections of different seeds,
+read as one run on all their clips.
 """
 
 from __future__ import annotations
@@ -450,42 +452,44 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS,
                         help=f"variants besides the steps sweep (default {' '.join(DEFAULT_VARIANTS)})")
     parser.add_argument("--out", default="benchmarks/toyworld_quality.json", help="where to write the JSON")
-    parser.add_argument("--summarise", metavar="JSON", help="measure nothing: print the tables of an earlier run's JSON")
+    parser.add_argument("--summarise", metavar="JSON", nargs="+",
+                        help="measure nothing: print the tables of an earlier run's JSON (several: runs of one model and "
+                             "settings on clips of different --seed, pooled)")
     parser.add_argument("--by", choices=CLIP_ATTRIBUTES,
                         help="with --summarise: also the paired differences of the clips of each value of this attribute "
                              "of the source clip (chosen after the fact: a place to look, not a result)")
-    parser.add_argument("--against", metavar="JSON",
+    parser.add_argument("--against", metavar="JSON", nargs="+",
                         help="with --summarise: also that run's model minus this other run's, variant by variant, paired "
-                             "clip by clip (both runs on the same clips: --clips, --frames, --size and --seed alike)")
+                             "clip by clip (both runs on the same clips: --clips, --frames, --size and --seed alike; one "
+                             "JSON for each --summarise JSON, in the same order)")
     args = parser.parse_args(argv)
     if args.summarise:
-        reports = []
-        for name in filter(None, (args.summarise, args.against)):
-            try:
-                report = json.loads(Path(name).read_text())
-                if not isinstance(report, dict) or not {"settings", "summary", "motion_by_offset", "per_clip"} <= set(report):
-                    raise ValueError("no settings, summary, motion_by_offset and per_clip")
-            except (OSError, ValueError) as error:
-                print(f"error: {name} is not a JSON written by this script ({error}); pass its --out file",
-                      file=sys.stderr)
-                return 2
-            reports.append(report)
-        report = reports[0]
-        if args.against:
-            differ = [key for key in CLIP_SETTINGS if report["settings"].get(key) != reports[1]["settings"].get(key)]
-            if differ:
-                print(f"error: {args.summarise} and {args.against} measured different clips ({', '.join(differ)} "
-                      "differ); compare runs of the same --clips, --frames, --size and --seed", file=sys.stderr)
-                return 2
+        if args.against and len(args.against) != len(args.summarise):
+            print(f"error: --against takes one JSON for each --summarise JSON ({len(args.summarise)}), not "
+                  f"{len(args.against)}", file=sys.stderr)
+            return 2
+        try:
+            runs = [read_run(name) for name in args.summarise]
+            others = [read_run(name) for name in args.against or []]
+            for (name, run), (other_name, other) in zip(zip(args.summarise, runs), zip(args.against or [], others)):
+                differ = [key for key in CLIP_SETTINGS if run["settings"].get(key) != other["settings"].get(key)]
+                if differ:
+                    raise ValueError(f"{name} and {other_name} measured different clips ({', '.join(differ)} differ); "
+                                     "compare runs of the same --clips, --frames, --size and --seed")
+            report = pool_runs(runs, args.summarise)
+            other = pool_runs(others, args.against) if others else None
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         print_tables(report)
-        if args.against:
-            print(f"\n{report['settings']['model']} minus {reports[1]['settings']['model']}:\n")
-            differences = model_differences(report["per_clip"], reports[1]["per_clip"])
+        if other:
+            print(f"\n{report['settings']['model']} minus {other['settings']['model']}:\n")
+            differences = model_differences(report["per_clip"], other["per_clip"])
             print(paired_table(differences, len(report["per_clip"]), head="this model minus the other, variant"))
         if args.by:
-            settings = report["settings"]
-            clips = make_clips(settings["clips"], settings["frames"], settings["seed"])
-            for value, per_clip in group_clips(report["per_clip"], [clip for clip, _ in clips], args.by).items():
+            clips = [clip for run in runs for clip, _ in make_clips(run["settings"]["clips"], run["settings"]["frames"],
+                                                                     run["settings"]["seed"])]
+            for value, per_clip in group_clips(report["per_clip"], clips, args.by).items():
                 print(f"\nsource {args.by} {value}:\n")
                 print(paired_table(paired_differences(per_clip), len(per_clip)))
         return 0
@@ -531,18 +535,52 @@ def main(argv=None) -> int:
         print(f"error: {len(errors)} clip(s) failed (tracebacks above); the measured ones are in {partial}, "
               "and running the same command again measures only the rest", file=sys.stderr)
         return 1
-    variants = list(per_clip[0])
-    order = [v for v in VARIANTS if v in variants] + sorted(
-        (v for v in variants if v.startswith("steps-")), key=lambda v: int(v.split("-")[1]))
-    summary = {v: {m: float(np.nanmean([c[v][m] for c in per_clip])) for m in per_clip[0][v] if m != "frames"} for v in order}
-    by_offset = {v: motion_by_offset(per_clip, v) for v in order}
-    report = {"settings": vars(args), "seconds": round(time.perf_counter() - began, 1), "summary": summary,
-              "motion_by_offset": by_offset, "per_clip": per_clip}
+    report = {"settings": vars(args), "seconds": round(time.perf_counter() - began, 1), **summarise_clips(per_clip)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     partial.unlink(missing_ok=True)
     print_tables(report)
     return 0
+
+
+def summarise_clips(per_clip: list[dict]) -> dict:
+    """A run's ``summary`` (each variant's mean of each metric over the clips) and ``motion_by_offset``."""
+    variants = list(per_clip[0])
+    order = [v for v in VARIANTS if v in variants] + sorted(
+        (v for v in variants if v.startswith("steps-")), key=lambda v: int(v.split("-")[1]))
+    summary = {v: {m: float(np.nanmean([c[v][m] for c in per_clip])) for m in per_clip[0][v] if m != "frames"} for v in order}
+    return {"summary": summary, "motion_by_offset": {v: motion_by_offset(per_clip, v) for v in order},
+            "per_clip": per_clip}
+
+
+def read_run(name: str) -> dict:
+    """A JSON this script wrote (``--out``), or a ValueError naming what is wrong with it."""
+    try:
+        run = json.loads(Path(name).read_text())
+        if not isinstance(run, dict) or not {"settings", "summary", "motion_by_offset", "per_clip"} <= set(run):
+            raise ValueError("no settings, summary, motion_by_offset and per_clip")
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{name} is not a JSON written by this script ({error}); pass its --out file") from None
+    return run
+
+
+def pool_runs(runs: list[dict], names: list[str]) -> dict:
+    """Runs of one model and settings on clip selections of different seeds, as one run on all their clips (its
+    ``settings`` those of the first run, with ``clips`` the total and ``seed`` the list of seeds)."""
+    if len(runs) == 1:
+        return runs[0]
+    first = runs[0]["settings"]
+    for name, run in zip(names[1:], runs[1:]):
+        differ = [key for key, value in run["settings"].items()
+                  if key not in ("seed", "clips", "workers", "out") and first.get(key) != value]
+        if differ:
+            raise ValueError(f"{name} and {names[0]} differ in {', '.join(differ)}; pool runs of one model and settings")
+    seeds = [run["settings"]["seed"] for run in runs]
+    if len(set(seeds)) < len(seeds):
+        raise ValueError(f"two of {', '.join(names)} measured clips of the same seed; pool runs of different --seed")
+    per_clip = [clip for run in runs for clip in run["per_clip"]]
+    settings = {**first, "clips": len(per_clip), "seed": seeds}
+    return {"settings": settings, **summarise_clips(per_clip)}
 
 
 def print_tables(report: dict) -> None:

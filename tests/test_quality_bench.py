@@ -196,6 +196,39 @@ def test_model_differences_pair_two_runs_clip_by_clip():
         bench.model_differences(mine, theirs[:2])
 
 
+def test_pooled_runs_read_as_one_run_on_all_their_clips(tmp_path):
+    """Two runs of one model on clips of seeds 7 and 8 (motion errors 4, 6 and 8) pool into 3 clips: mean 6, and
+    against another model's runs (3 on every clip) differences 1, 3, 5 as if measured in one run; two runs of one seed,
+    or of two models, are refused in one line."""
+    import pytest
+
+    bench = _bench_module()
+
+    def run(seed, motions, model="/m/a"):
+        per_clip = [{"full": {"alignment": 1.0, "motion_error": m, "consistency": 0.9,
+                              "frames": {"offset": [1.0], "error": [m], "pull": [0.0]}}} for m in motions]
+        return {"settings": {"model": model, "seed": seed, "clips": len(motions), "frames": 8, "size": 64, "workers": 2},
+                **bench.summarise_clips(per_clip)}
+
+    pooled = bench.pool_runs([run(7, [4.0]), run(8, [6.0, 8.0])], ["a7.json", "a8.json"])
+    assert pooled["settings"]["clips"] == 3 and pooled["settings"]["seed"] == [7, 8]
+    assert pooled["summary"]["full"]["motion_error"] == 6.0
+    other = bench.pool_runs([run(7, [3.0], "/m/b"), run(8, [3.0, 3.0], "/m/b")], ["b7.json", "b8.json"])
+    motion = bench.model_differences(pooled["per_clip"], other["per_clip"])["full"]["motion_error"]
+    assert abs(motion["mean"] - 3.0) < 1e-9 and abs(motion["high"] - (3 + 4.303 * 2 / 3 ** 0.5)) < 1e-3
+    with pytest.raises(ValueError, match="same seed"):
+        bench.pool_runs([run(7, [4.0]), run(7, [6.0])], ["a.json", "b.json"])
+    with pytest.raises(ValueError, match="differ in model"):
+        bench.pool_runs([run(7, [4.0]), run(8, [6.0], "/m/b")], ["a.json", "b.json"])
+    paths = []
+    for name, report in (("a7", run(7, [4.0])), ("a8", run(8, [6.0, 8.0])), ("b7", run(7, [3.0], "/m/b"))):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(report))
+    done = subprocess.run([sys.executable, str(BENCH), "--summarise", str(paths[0]), str(paths[1]), "--against",
+                           str(paths[2])], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "one JSON for each --summarise JSON" in done.stderr
+
+
 def test_summarise_against_needs_runs_on_the_same_clips(tmp_path):
     """The validation runs of two models (seed 7) compare; the benchmark's run (seed 2024) is refused in one line."""
     folder = BENCH.parent
