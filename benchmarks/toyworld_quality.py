@@ -398,6 +398,10 @@ def paired_table(paired: dict[str, dict], clips: int, base: str = "full", head: 
 #: The settings that choose a run's clips: two runs with these alike measured the same clips.
 CLIP_SETTINGS = ("clips", "frames", "size", "seed")
 
+#: Settings in which runs pooled by ``--summarise`` may differ: which clips, which variants (the ones all measured
+#: are pooled) and how the run was carried out or printed.
+POOLED_SETTINGS = ("seed", "clips", "variants", "workers", "out", "summarise", "by", "against")
+
 #: Attributes of a source clip that ``--by`` can group the clips by.
 CLIP_ATTRIBUTES = ("shape", "colour", "size", "background", "path")
 
@@ -565,21 +569,25 @@ def read_run(name: str) -> dict:
 
 
 def pool_runs(runs: list[dict], names: list[str]) -> dict:
-    """Runs of one model and settings on clip selections of different seeds, as one run on all their clips (its
-    ``settings`` those of the first run, with ``clips`` the total and ``seed`` the list of seeds)."""
+    """Runs of one model and settings on clip selections of different seeds, as one run on all their clips: the
+    variants every run measured, ``settings`` those of the first run with ``clips`` the total and ``seed`` the list
+    of seeds."""
     if len(runs) == 1:
         return runs[0]
     first = runs[0]["settings"]
     for name, run in zip(names[1:], runs[1:]):
         differ = [key for key, value in run["settings"].items()
-                  if key not in ("seed", "clips", "workers", "out") and first.get(key) != value]
+                  if key not in POOLED_SETTINGS and first.get(key) != value]
         if differ:
             raise ValueError(f"{name} and {names[0]} differ in {', '.join(differ)}; pool runs of one model and settings")
     seeds = [run["settings"]["seed"] for run in runs]
     if len(set(seeds)) < len(seeds):
         raise ValueError(f"two of {', '.join(names)} measured clips of the same seed; pool runs of different --seed")
-    per_clip = [clip for run in runs for clip in run["per_clip"]]
-    settings = {**first, "clips": len(per_clip), "seed": seeds}
+    shared = [v for v in runs[0]["per_clip"][0] if all(v in run["per_clip"][0] for run in runs)]
+    if not shared:
+        raise ValueError(f"{', '.join(names)} have no variant in common")
+    per_clip = [{v: clip[v] for v in shared} for run in runs for clip in run["per_clip"]]
+    settings = {**first, "clips": len(per_clip), "seed": seeds, "variants": [v for v in first["variants"] if v in shared]}
     return {"settings": settings, **summarise_clips(per_clip)}
 
 

@@ -204,14 +204,16 @@ def test_pooled_runs_read_as_one_run_on_all_their_clips(tmp_path):
 
     bench = _bench_module()
 
-    def run(seed, motions, model="/m/a"):
-        per_clip = [{"full": {"alignment": 1.0, "motion_error": m, "consistency": 0.9,
-                              "frames": {"offset": [1.0], "error": [m], "pull": [0.0]}}} for m in motions]
-        return {"settings": {"model": model, "seed": seed, "clips": len(motions), "frames": 8, "size": 64, "workers": 2},
-                **bench.summarise_clips(per_clip)}
+    def run(seed, motions, model="/m/a", variants=("full",)):
+        per_clip = [{v: {"alignment": 1.0, "motion_error": m, "consistency": 0.9,
+                         "frames": {"offset": [1.0], "error": [m], "pull": [0.0]}} for v in variants} for m in motions]
+        return {"settings": {"model": model, "seed": seed, "clips": len(motions), "frames": 8, "size": 64, "workers": 2,
+                             "variants": list(variants)}, **bench.summarise_clips(per_clip)}
 
-    pooled = bench.pool_runs([run(7, [4.0]), run(8, [6.0, 8.0])], ["a7.json", "a8.json"])
+    # the first run also measured the image model: only the variant both runs measured is pooled
+    pooled = bench.pool_runs([run(7, [4.0], variants=("full", "image-model")), run(8, [6.0, 8.0])], ["a7.json", "a8.json"])
     assert pooled["settings"]["clips"] == 3 and pooled["settings"]["seed"] == [7, 8]
+    assert list(pooled["summary"]) == ["full"] and pooled["settings"]["variants"] == ["full"]
     assert pooled["summary"]["full"]["motion_error"] == 6.0
     other = bench.pool_runs([run(7, [3.0], "/m/b"), run(8, [3.0, 3.0], "/m/b")], ["b7.json", "b8.json"])
     motion = bench.model_differences(pooled["per_clip"], other["per_clip"])["full"]["motion_error"]
