@@ -63,7 +63,7 @@ from tuneavideo.editing import TunedModel
 from tuneavideo.loading import load_base
 from tuneavideo.toyworld import (BACKGROUNDS, COLOURS, SHAPES, clip_caption, detect_video, random_clip, render_background, render_clip,
                                  with_attributes)
-from tuneavideo.toyworld.metrics import psnr, score_edit, to_uint8_frames
+from tuneavideo.toyworld.metrics import ATTRIBUTES, off_majority, psnr, score_edit, to_uint8_frames
 from tuneavideo.tuning import build_pipeline, build_video_unet, latest_checkpoint, tune
 
 #: The ablations measured besides the tuning-steps sweep, in the order of the table.
@@ -193,6 +193,13 @@ def score(clip, edits, source: np.ndarray, videos: torch.Tensor) -> dict:
     if background:  # the background edit inside the source object's pixels
         inside = np.abs(source.astype(np.float64) - render_background(clip.background, source.shape[1])[None]).sum(-1) > 30
         result["object_psnr"] = psnr(source[inside], to_uint8_frames(background[0])[inside])
+    # what lowers consistency: each edit's frames off its video's majority, and the share of frames per attribute
+    detections = [detect_video(to_uint8_frames(video)) for video in videos[: len(edits)]]
+    flips = [off_majority(found) for found in detections]
+    for name in ATTRIBUTES:
+        result[f"off_majority_{name}"] = float(np.mean([sum(f["attribute"] == name for f in edit_flips) / len(found)
+                                                        for edit_flips, found in zip(flips, detections)]))
+    result["off_majority"] = [dict(flip, edit=index) for index, edit_flips in enumerate(flips) for flip in edit_flips]
     result["frames"] = frame_positions(source, videos[: len(edits)])
     return result
 
@@ -428,6 +435,15 @@ def table(summary: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def off_majority_table(summary: dict[str, dict]) -> str:
+    """Per variant, the share of edit frames whose colour, shape or background differs from their video's majority."""
+    lines = ["| variant | frames off the video's majority: colour | shape | background |", "|---|---|---|---|"]
+    for name, m in summary.items():
+        if f"off_majority_{ATTRIBUTES[0]}" in m:
+            lines.append(f"| {name} | " + " | ".join(f"{m[f'off_majority_{a}']:.3f}" for a in ATTRIBUTES) + " |")
+    return "\n".join(lines)
+
+
 def offset_table(by_offset: dict[str, list[dict]]) -> str:
     """Motion error / pull toward frame 0 (px) per variant, by the source object's distance from frame 0."""
     bins = [tuple(row["offset"]) for row in max(by_offset.values(), key=len)]
@@ -552,7 +568,8 @@ def summarise_clips(per_clip: list[dict]) -> dict:
     variants = list(per_clip[0])
     order = [v for v in VARIANTS if v in variants] + sorted(
         (v for v in variants if v.startswith("steps-")), key=lambda v: int(v.split("-")[1]))
-    summary = {v: {m: float(np.nanmean([c[v][m] for c in per_clip])) for m in per_clip[0][v] if m != "frames"} for v in order}
+    summary = {v: {m: float(np.nanmean([c[v][m] for c in per_clip])) for m in per_clip[0][v]
+                   if m not in ("frames", "off_majority")} for v in order}
     return {"summary": summary, "motion_by_offset": {v: motion_by_offset(per_clip, v) for v in order},
             "per_clip": per_clip}
 
@@ -594,6 +611,9 @@ def pool_runs(runs: list[dict], names: list[str]) -> dict:
 def print_tables(report: dict) -> None:
     """The summary, the paired differences from ``full`` (where measured) and the motion error by offset."""
     print(table(report["summary"]))
+    if any(f"off_majority_{ATTRIBUTES[0]}" in m for m in report["summary"].values()):
+        print()
+        print(off_majority_table(report["summary"]))
     per_clip = report["per_clip"]
     if "full" in per_clip[0] and len(per_clip) > 1:
         print()

@@ -25,6 +25,9 @@ def test_quality_benchmark_runs_every_variant(tmp_path):
             assert 0.0 <= metrics[name] <= 1.0, (variant, name, metrics[name])
         assert math.isfinite(metrics["motion_error"]) and metrics["motion_error"] >= 0, variant
         assert math.isfinite(metrics["psnr"]), variant
+        # a frame off the majority in any attribute is an inconsistent one, and one frame may be off in several
+        shares = [metrics[f"off_majority_{name}"] for name in ("colour", "shape", "background")]
+        assert max(shares) - 1e-9 <= 1 - metrics["consistency"] <= sum(shares) + 1e-9, (variant, shares, metrics)
     # sampled from the inverted source, the object follows the source's track; from random noise it does not (the
     # variants with per-frame statistics: with pooled ones the bundled model's edits drift, see benchmarks/README.md)
     summary = report["summary"]

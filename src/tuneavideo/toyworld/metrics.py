@@ -59,6 +59,14 @@ def majority(detections: list[Detection]) -> dict:
     return {name: Counter(getattr(d, name) for d in detections).most_common(1)[0][0] for name in ATTRIBUTES}
 
 
+def off_majority(detections: list[Detection]) -> list[dict]:
+    """The frames whose attributes differ from the video's majority (what lowers consistency): for each such frame
+    and attribute ``{"frame", "attribute", "majority", "value"}``."""
+    common = majority(detections)
+    return [{"frame": index, "attribute": name, "majority": common[name], "value": getattr(d, name)}
+            for index, d in enumerate(detections) for name in ATTRIBUTES if getattr(d, name) != common[name]]
+
+
 def score_edit(source, edited, changes: dict[str, str], source_attributes: dict[str, str]) -> EditScore:
     """Score one edited clip against its source; ``changes`` maps attribute -> the prompt's new value."""
     source_frames, edit_frames = to_uint8_frames(source), to_uint8_frames(edited)
