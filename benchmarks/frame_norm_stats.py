@@ -33,7 +33,7 @@ from tuneavideo.config import RunConfig
 from tuneavideo.demo import TOY_MODEL
 from tuneavideo.models.unet import FrameGroupNorm
 from tuneavideo.toyworld import clip_caption, detect_video, render_clip, with_attributes
-from tuneavideo.toyworld.metrics import to_uint8_frames
+from tuneavideo.toyworld.metrics import off_majority, to_uint8_frames
 
 #: Ratio bins of the summary table.
 BINS = (0.0, 0.85, 1.15, float("inf"))
@@ -114,8 +114,13 @@ def measure_clip(model: Path, clip, edits, steps: int, guidance: float) -> dict:
                 # recorded in both runs: with per-frame norms it is how far apart the frames' statistics are by
                 # themselves (the sampler corrects every frame to its own), with pooled norms what the coupling adds
                 ratio = recorder.take()
-                found = [d.shape is not None for d in detect_video(to_uint8_frames(video))]
-                rows.append({"edit": change, "ratio": ratio.round(4).tolist(), "found": found})
+                detections = detect_video(to_uint8_frames(video))
+                found = [d.shape is not None for d in detections]
+                # the attributes in which each frame differs from its video's majority (what lowers consistency)
+                off = [[] for _ in detections]
+                for flip in off_majority(detections):
+                    off[flip["frame"]].append(flip["attribute"])
+                rows.append({"edit": change, "ratio": ratio.round(4).tolist(), "found": found, "off": off})
             result[norms] = rows
             result[f"layers_{norms}"] = {name: {"channels": layer["channels"], "resolution": layer["resolution"],
                                                 "spread": round(float(np.mean(layer["spread"])), 4),
@@ -132,6 +137,9 @@ def summarise(per_clip: list[dict]) -> dict:
         inside = [f for r, f in pooled if lo <= r < hi]
         bins.append({"ratio": [lo, hi], "frames": len(inside), "no_object": float(np.mean([not f for f in inside])) if inside else None})
     ratios = np.array([r for r, _ in pooled])
+    # frames whose object's colour differs from their video's majority, and how far their own scale is from the pool's
+    colour_off = [(r, "colour" in o) for clip in per_clip for row in clip["pooled"] for r, o in zip(row["ratio"], row["off"])]
+    spread_of = lambda flag: [abs(r - 1) for r, off in colour_off if off == flag]  # noqa: E731
     return {
         "frames": len(pooled),
         "ratio_min": float(ratios.min()), "ratio_max": float(ratios.max()),
@@ -144,6 +152,12 @@ def summarise(per_clip: list[dict]) -> dict:
         "no_object_pooled": float(np.mean([not f for _, f in pooled])),
         "no_object_per_frame": float(np.mean([not f for f in per_frame])),
         "by_ratio": bins,
+        "colour_off_pooled": float(np.mean([off for _, off in colour_off])),
+        "colour_off_per_frame": float(np.mean([("colour" in o) for clip in per_clip for row in clip["per-frame"]
+                                               for o in row["off"]])),
+        "colour_off_frames": len(spread_of(True)),
+        "ratio_spread_colour_off": float(np.mean(spread_of(True))) if spread_of(True) else None,
+        "ratio_spread_colour_kept": float(np.mean(spread_of(False))) if spread_of(False) else None,
         # where the spread arises: each pooled GroupNorm's mean abs(ratio - 1) over the clips, in both runs
         "by_layer": {name: {"channels": layer["channels"], "resolution": layer["resolution"],
                             **{f"{key}{suffix}": float(np.mean([clip[f"layers_{norms}"][name][key]
@@ -209,6 +223,15 @@ def main(argv=None) -> int:
     print("|---|---|---|---|" + "---|" * (len(BINS) - 1) + "---|---|---|---|")
     for model, data in report["models"].items():
         print(table("bundled toy-sd" if Path(model).resolve() == TOY_MODEL.resolve() else model, data["summary"]))
+    print("\n| model | colour off the video's majority, pooled norms | per-frame norms | mean abs(ratio - 1) of those "
+          "frames (pooled) | of the frames that keep it |")
+    print("|---|---|---|---|---|")
+    for model, data in report["models"].items():
+        s = data["summary"]
+        spread = lambda key: f"{s[key]:.3f}" if s[key] is not None else "-"  # noqa: E731
+        print(f"| {'bundled toy-sd' if Path(model).resolve() == TOY_MODEL.resolve() else model} | "
+              f"{s['colour_off_pooled']:.3f} ({s['colour_off_frames']} of {s['frames']}) | {s['colour_off_per_frame']:.3f} | "
+              f"{spread('ratio_spread_colour_off')} | {spread('ratio_spread_colour_kept')} |")
     for model, data in report["models"].items():
         print(f"\n{model}: mean abs(ratio - 1) and mean abs(mu_f - mu_pool) / sigma_pool by GroupNorm layer (its "
               "input's channels and resolution)\n")

@@ -437,7 +437,7 @@ def table(summary: dict[str, dict]) -> str:
 
 def off_majority_table(summary: dict[str, dict]) -> str:
     """Per variant, the share of edit frames whose colour, shape or background differs from their video's majority."""
-    lines = ["| variant | frames off the video's majority: colour | shape | background |", "|---|---|---|---|"]
+    lines = ["| variant | frames off the video's majority: " + " | ".join(ATTRIBUTES) + " |", "|---|---|---|---|"]
     for name, m in summary.items():
         if f"off_majority_{ATTRIBUTES[0]}" in m:
             lines.append(f"| {name} | " + " | ".join(f"{m[f'off_majority_{a}']:.3f}" for a in ATTRIBUTES) + " |")

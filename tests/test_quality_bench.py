@@ -368,6 +368,27 @@ def test_group_clips_by_a_source_attribute():
     assert bench.group_clips(results, clips, "path") == {"left": [{"id": 2}], "up": [{"id": 0}, {"id": 1}]}
 
 
+def test_frame_stats_summary_sets_the_frames_off_in_colour_beside_the_rest():
+    """Four pooled frames with ratios 0.8, 1.0, 1.1 and 1.3, the first and last off their video's colour: 2 of 4
+    frames, their mean abs(ratio - 1) 0.25 against 0.05 for the two that keep it; per-frame norms: 1 of 4."""
+    import pytest
+
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        from frame_norm_stats import summarise
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    layers = {"mid.norm2": {"channels": 8, "resolution": 4, "spread": 0.1, "offset": 0.1}}
+    clip = {"pooled": [{"ratio": [0.8, 1.0, 1.1, 1.3], "found": [True] * 4, "off": [["colour"], [], ["shape"], ["colour", "shape"]]}],
+            "per-frame": [{"ratio": [1.0] * 4, "found": [True] * 4, "off": [[], ["colour"], [], []]}],
+            "inverted_pooled": {"std": 0.5, "frame_correlation": 0.5}, "layers_pooled": layers, "layers_per-frame": layers}
+    summary = summarise([clip])
+    assert summary["colour_off_pooled"] == 0.5 and summary["colour_off_frames"] == 2
+    assert summary["colour_off_per_frame"] == 0.25
+    assert summary["ratio_spread_colour_off"] == pytest.approx(0.25)
+    assert summary["ratio_spread_colour_kept"] == pytest.approx(0.05)
+
+
 def test_by_resolution_averages_each_norm_kind_per_resolution():
     import pytest
 
