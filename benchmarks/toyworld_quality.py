@@ -63,7 +63,7 @@ from tuneavideo.editing import TunedModel
 from tuneavideo.loading import load_base
 from tuneavideo.toyworld import (BACKGROUNDS, COLOURS, SHAPES, clip_caption, detect_video, random_clip, render_background, render_clip,
                                  with_attributes)
-from tuneavideo.toyworld.metrics import ATTRIBUTES, off_majority, psnr, score_edit, to_uint8_frames
+from tuneavideo.toyworld.metrics import CONSTANT_ATTRIBUTES, off_majority, psnr, score_edit, to_uint8_frames
 from tuneavideo.tuning import build_pipeline, build_video_unet, latest_checkpoint, tune
 
 #: The ablations measured besides the tuning-steps sweep, in the order of the table.
@@ -196,7 +196,7 @@ def score(clip, edits, source: np.ndarray, videos: torch.Tensor) -> dict:
     # what lowers consistency: each edit's frames off its video's majority, and the share of frames per attribute
     detections = [detect_video(to_uint8_frames(video)) for video in videos[: len(edits)]]
     flips = [off_majority(found) for found in detections]
-    for name in ATTRIBUTES:
+    for name in CONSTANT_ATTRIBUTES:
         result[f"off_majority_{name}"] = float(np.mean([sum(f["attribute"] == name for f in edit_flips) / len(found)
                                                         for edit_flips, found in zip(flips, detections)]))
     result["off_majority"] = [dict(flip, edit=index) for index, edit_flips in enumerate(flips) for flip in edit_flips]
@@ -436,11 +436,14 @@ def table(summary: dict[str, dict]) -> str:
 
 
 def off_majority_table(summary: dict[str, dict]) -> str:
-    """Per variant, the share of edit frames whose colour, shape or background differs from their video's majority."""
-    lines = ["| variant | frames off the video's majority: " + " | ".join(ATTRIBUTES) + " |", "|---|---|---|---|"]
+    """Per variant, the share of edit frames whose shape, colour, size or background differs from their video's
+    majority (size is not part of consistency)."""
+    lines = ["| variant | frames off the video's majority: " + " | ".join(CONSTANT_ATTRIBUTES) + " |",
+             "|---|" + "---|" * len(CONSTANT_ATTRIBUTES)]
     for name, m in summary.items():
-        if f"off_majority_{ATTRIBUTES[0]}" in m:
-            lines.append(f"| {name} | " + " | ".join(f"{m[f'off_majority_{a}']:.3f}" for a in ATTRIBUTES) + " |")
+        if f"off_majority_{CONSTANT_ATTRIBUTES[0]}" in m:
+            lines.append(f"| {name} | " + " | ".join(f"{m.get(f'off_majority_{a}', float('nan')):.3f}"
+                                                     for a in CONSTANT_ATTRIBUTES) + " |")
     return "\n".join(lines)
 
 
@@ -611,7 +614,7 @@ def pool_runs(runs: list[dict], names: list[str]) -> dict:
 def print_tables(report: dict) -> None:
     """The summary, the paired differences from ``full`` (where measured) and the motion error by offset."""
     print(table(report["summary"]))
-    if any(f"off_majority_{ATTRIBUTES[0]}" in m for m in report["summary"].values()):
+    if any(f"off_majority_{CONSTANT_ATTRIBUTES[0]}" in m for m in report["summary"].values()):
         print()
         print(off_majority_table(report["summary"]))
     per_clip = report["per_clip"]

@@ -514,16 +514,19 @@ def test_edit_scores_against_hand_computed_values():
 
 
 def test_frames_off_the_majority_are_the_rendered_ones():
-    """A red circle on blue sky for 8 frames, frame 2 rendered blue and frame 6 a square on white snow: exactly those
-    frames and attributes are off the majority, and consistency is the share of the other frames."""
+    """A large red circle on blue sky for 8 frames, frame 2 rendered blue, frame 4 small and frame 6 a square on white
+    snow: exactly those frames and attributes are off the majority, and consistency, which leaves size out, is the
+    share of the frames other than 2 and 6."""
     from tuneavideo.toyworld.metrics import off_majority, score_edit
 
     scenes = [Scene("circle", "red", "large", "blue sky", x, 0.5) for x in np.linspace(0.3, 0.6, 8)]
     scenes[2] = Scene("circle", "blue", "large", "blue sky", scenes[2].x, 0.5)
+    scenes[4] = Scene("circle", "red", "small", "blue sky", scenes[4].x, 0.5)
     scenes[6] = Scene("square", "red", "large", "white snow", scenes[6].x, 0.5)
     video = np.stack([render_scene(scene) for scene in scenes])
     flips = off_majority(detect.detect_video(video))
     assert flips == [{"frame": 2, "attribute": "colour", "majority": "red", "value": "blue"},
+                     {"frame": 4, "attribute": "size", "majority": "large", "value": "small"},
                      {"frame": 6, "attribute": "shape", "majority": "circle", "value": "square"},
                      {"frame": 6, "attribute": "background", "majority": "blue sky", "value": "white snow"}]
     attributes = {"shape": "circle", "colour": "red", "background": "blue sky"}

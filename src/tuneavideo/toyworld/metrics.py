@@ -23,6 +23,9 @@ import numpy as np
 from .detect import Detection, detect_video
 
 ATTRIBUTES = ("shape", "colour", "background")
+#: What stays the same through every frame of a toy-world clip: :data:`ATTRIBUTES` and the object's size (which
+#: consistency, defined on :data:`ATTRIBUTES` before size was read, leaves out).
+CONSTANT_ATTRIBUTES = ("shape", "colour", "size", "background")
 
 
 @dataclass
@@ -60,11 +63,11 @@ def majority(detections: list[Detection]) -> dict:
 
 
 def off_majority(detections: list[Detection]) -> list[dict]:
-    """The frames whose attributes differ from the video's majority (what lowers consistency): for each such frame
-    and attribute ``{"frame", "attribute", "majority", "value"}``."""
-    common = majority(detections)
+    """The frames whose :data:`CONSTANT_ATTRIBUTES` differ from the video's majority (what lowers consistency, and an
+    object that changes size): for each such frame and attribute ``{"frame", "attribute", "majority", "value"}``."""
+    common = {name: Counter(getattr(d, name) for d in detections).most_common(1)[0][0] for name in CONSTANT_ATTRIBUTES}
     return [{"frame": index, "attribute": name, "majority": common[name], "value": getattr(d, name)}
-            for index, d in enumerate(detections) for name in ATTRIBUTES if getattr(d, name) != common[name]]
+            for index, d in enumerate(detections) for name in CONSTANT_ATTRIBUTES if getattr(d, name) != common[name]]
 
 
 def score_edit(source, edited, changes: dict[str, str], source_attributes: dict[str, str]) -> EditScore:
