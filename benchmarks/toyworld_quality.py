@@ -341,6 +341,15 @@ def _tune_ablation(model: Path, config: RunConfig, steps: int, run_dir: Path, **
 #: The metrics whose paired differences the second table gives (point 4 of the ruler's criteria compares these), and
 #: the confidence of their intervals.
 PAIRED_METRICS = ("alignment", "motion_error", "consistency")
+#: Compared as well where both sides measured it (runs before it was recorded did not): the share of edit frames
+#: whose object's size differs from its video's majority.
+PAIRED_IF_MEASURED = ("off_majority_size",)
+PAIRED_LABELS = {"alignment": "alignment", "motion_error": "motion error (px)", "consistency": "consistency",
+                 "off_majority_size": "frames off in size"}
+
+
+def _paired_metrics(*rows: dict) -> tuple[str, ...]:
+    return PAIRED_METRICS + tuple(m for m in PAIRED_IF_MEASURED if all(m in row for row in rows))
 CONFIDENCE = 0.95
 
 
@@ -366,7 +375,8 @@ def paired_differences(per_clip: list[dict], base: str = "full", confidence: flo
     averaged first, so edits of one clip do not count as independent)."""
     others = [v for v in VARIANTS if v in per_clip[0] and v != base]
     return {other: {metric: mean_interval([clip[base][metric] - clip[other][metric] for clip in per_clip], confidence)
-                    for metric in PAIRED_METRICS} for other in others}
+                    for metric in _paired_metrics(*(clip[v] for clip in per_clip for v in (base, other)))}
+            for other in others}
 
 
 def model_differences(per_clip: list[dict], other_per_clip: list[dict], confidence: float = CONFIDENCE) -> dict[str, dict]:
@@ -377,7 +387,8 @@ def model_differences(per_clip: list[dict], other_per_clip: list[dict], confiden
     shared = [v for v in per_clip[0] if v in other_per_clip[0]]
     return {variant: {metric: mean_interval([mine[variant][metric] - theirs[variant][metric]
                                              for mine, theirs in zip(per_clip, other_per_clip)], confidence)
-                      for metric in PAIRED_METRICS} for variant in shared}
+                      for metric in _paired_metrics(*(clip[variant] for clip in per_clip + other_per_clip))}
+            for variant in shared}
 
 
 def mean_interval(values, confidence: float = CONFIDENCE) -> dict[str, float]:
@@ -393,11 +404,15 @@ def paired_table(paired: dict[str, dict], clips: int, base: str = "full", head: 
     """The paired differences (at :data:`CONFIDENCE`) as markdown: mean [interval] per metric; ``head`` names the
     first column (default: ``base`` minus the row's variant)."""
     head = head or f"{base} minus"
-    lines = [f"| {head} ({clips} clips, {CONFIDENCE * 100:g} % interval) | alignment | motion error (px) | consistency |",
-             "|---|---|---|---|"]
+    names = [name for name in PAIRED_LABELS if any(name in metrics for metrics in paired.values())]
+    lines = [f"| {head} ({clips} clips, {CONFIDENCE * 100:g} % interval) | "
+             + " | ".join(PAIRED_LABELS[name] for name in names) + " |", "|---|" + "---|" * len(names)]
     for other, metrics in paired.items():
-        cells = " | ".join(f"{m['mean']:+.3f} [{m['low']:+.3f}, {m['high']:+.3f}]" if name != "motion_error" else
-                           f"{m['mean']:+.2f} [{m['low']:+.2f}, {m['high']:+.2f}]" for name, m in metrics.items())
+        cells = " | ".join("-" if name not in metrics else
+                           f"{metrics[name]['mean']:+.2f} [{metrics[name]['low']:+.2f}, {metrics[name]['high']:+.2f}]"
+                           if name == "motion_error" else
+                           f"{metrics[name]['mean']:+.3f} [{metrics[name]['low']:+.3f}, {metrics[name]['high']:+.3f}]"
+                           for name in names)
         lines.append(f"| {other} | {cells} |")
     return "\n".join(lines)
 

@@ -199,6 +199,22 @@ def test_model_differences_pair_two_runs_clip_by_clip():
         bench.model_differences(mine, theirs[:2])
 
 
+def test_size_changes_are_paired_only_where_both_sides_measured_them():
+    """The method's frames off in size 0.1 and 0.0 against the image model's 0.3 and 0.2: -0.2 on both clips; a run
+    recorded before size was read has no such column, and the table marks a missing cell."""
+    bench = _bench_module()
+    common = {"alignment": 1.0, "motion_error": 2.0, "consistency": 1.0}
+    per_clip = [{"full": dict(common, off_majority_size=mine), "image-model": dict(common, off_majority_size=theirs)}
+                for mine, theirs in ((0.1, 0.3), (0.0, 0.2))]
+    paired = bench.paired_differences(per_clip)
+    assert abs(paired["image-model"]["off_majority_size"]["mean"] + 0.2) < 1e-12
+    older = [{"full": dict(common), "image-model": dict(common, off_majority_size=0.1)} for _ in range(2)]
+    assert "off_majority_size" not in bench.paired_differences(older)["image-model"]
+    assert "off_majority_size" not in bench.model_differences(per_clip, older)["full"]
+    table = bench.paired_table({**paired, "no-tuning": bench.paired_differences(older)["image-model"]}, 2)
+    assert "| frames off in size |" in table and table.endswith(" | - |")
+
+
 def test_pooled_runs_read_as_one_run_on_all_their_clips(tmp_path):
     """Two runs of one model on clips of seeds 7 and 8 (motion errors 4, 6 and 8) pool into 3 clips: mean 6, and
     against another model's runs (3 on every clip) differences 1, 3, 5 as if measured in one run; two runs of one seed,
