@@ -58,7 +58,7 @@ import torch
 from PIL import Image
 
 from tuneavideo.config import RunConfig
-from tuneavideo.demo import TOY_MODEL, DemoSettings
+from tuneavideo.demo import TOY_MODEL, DemoSettings, write_grid
 from tuneavideo.editing import TunedModel
 from tuneavideo.loading import load_base
 from tuneavideo.toyworld import (BACKGROUNDS, COLOURS, SHAPES, clip_caption, detect_video, random_clip, render_background, render_clip,
@@ -201,6 +201,7 @@ def score(clip, edits, source: np.ndarray, videos: torch.Tensor) -> dict:
                                                         for edit_flips, found in zip(flips, detections)]))
     result["off_majority"] = [dict(flip, edit=index) for index, edit_flips in enumerate(flips) for flip in edit_flips]
     result["frames"] = frame_positions(source, videos[: len(edits)])
+    result["_videos"] = [to_uint8_frames(video) for video in videos[: len(edits)]]  # for --grids; run_clip takes it out
     return result
 
 
@@ -325,6 +326,21 @@ def run_clip(index: int, clip, edits, args, work: Path) -> dict:
     if "per-frame-norms" in wanted:  # likewise tuned with per-frame GroupNorm statistics
         norms_state = _tune_ablation(model, config, args.full_steps, work / f"run-{index}-frame-norms", frame_norms="per-frame")
         results["per-frame-norms"] = evaluate(tuned_model(model, config, frames, norms_state, per_frame_norms=True), clip, edits, source)
+    videos, taken = {}, {}
+    for variant, result in results.items():  # a variant may share its result with a step of the sweep
+        if id(result) not in taken:
+            taken[id(result)] = result.pop("_videos")
+        videos[variant] = taken[id(result)]
+    if args.grids:
+        rows = [("source: " + clip_caption(clip), source)]
+        for variant, edited in videos.items():
+            for number, (change, video) in enumerate(zip(edits, edited)):
+                off = ", ".join(f"frame {f['frame']} {f['attribute']} {f['value']}"
+                                for f in results[variant]["off_majority"] if f["edit"] == number)
+                rows.append((f"{variant}: {clip_caption(with_attributes(clip, **change))}" + (f"  (off: {off})" if off else ""),
+                             video))
+        Path(args.grids).mkdir(parents=True, exist_ok=True)
+        write_grid(Path(args.grids) / f"clip-{index + 1:02d}.png", rows)
     return results
 
 
@@ -422,7 +438,7 @@ CLIP_SETTINGS = ("clips", "frames", "size", "seed")
 
 #: Settings in which runs pooled by ``--summarise`` may differ: which clips, which variants (the ones all measured
 #: are pooled) and how the run was carried out or printed.
-POOLED_SETTINGS = ("seed", "clips", "variants", "workers", "out", "summarise", "by", "against")
+POOLED_SETTINGS = ("seed", "clips", "variants", "workers", "out", "grids", "summarise", "by", "against")
 
 #: Attributes of a source clip that ``--by`` can group the clips by.
 CLIP_ATTRIBUTES = ("shape", "colour", "size", "background", "path")
@@ -490,6 +506,8 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS,
                         help=f"variants besides the steps sweep (default {' '.join(DEFAULT_VARIANTS)})")
     parser.add_argument("--out", default="benchmarks/toyworld_quality.json", help="where to write the JSON")
+    parser.add_argument("--grids", metavar="DIR", help="also write each clip's edits, every variant, as DIR/clip-NN.png "
+                                                       "(frames off their video's majority named beside the prompt)")
     parser.add_argument("--summarise", metavar="JSON", nargs="+",
                         help="measure nothing: print the tables of an earlier run's JSON (several: runs of one model and "
                              "settings on clips of different --seed, pooled)")
@@ -546,10 +564,10 @@ def main(argv=None) -> int:
     per_clip: list[dict | None] = [None] * len(clips)
     partial = Path(args.out).with_suffix(".partial.json")
     partial.parent.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in vars(args).items() if k not in ("workers", "out")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("workers", "out", "grids")}
     if partial.is_file():  # an interrupted run with the same settings: keep the clips it measured
         earlier = json.loads(partial.read_text())
-        if {k: v for k, v in earlier["settings"].items() if k not in ("workers", "out")} == settings:
+        if {k: v for k, v in earlier["settings"].items() if k not in ("workers", "out", "grids")} == settings:
             per_clip = earlier["per_clip"]
             print(f"resuming {partial}: {sum(c is not None for c in per_clip)} of {len(clips)} clips already measured")
     errors = {}

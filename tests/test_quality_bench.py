@@ -14,7 +14,7 @@ VARIANTS = ("full", "no-tuning", "no-inversion", "per-frame-attn", "per-frame-no
 def test_quality_benchmark_runs_every_variant(tmp_path):
     out = tmp_path / "quality.json"
     command = [sys.executable, str(BENCH), "--clips", "1", "--steps", "0", "2", "--full-steps", "2",
-               "--sample-steps", "10", "--workers", "1", "--out", str(out)]
+               "--sample-steps", "10", "--workers", "1", "--out", str(out), "--grids", str(tmp_path / "grids")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -37,6 +37,12 @@ def test_quality_benchmark_runs_every_variant(tmp_path):
     assert "| full |" in done.stdout
     assert "| full minus (1 clips" not in done.stdout  # one clip has no interval: the paired table is left out
     assert set(report["motion_by_offset"]) == set(VARIANTS)
+    # the grid: the source and each variant's three edits, one row of 8 frames (128 px, 2x) under a 14 px label each
+    from PIL import Image
+
+    grid = Image.open(tmp_path / "grids" / "clip-01.png")
+    assert grid.size == (8 * 128, (1 + 3 * len(VARIANTS)) * (128 + 14))
+    assert not any("_videos" in metrics for metrics in report["per_clip"][0].values())
     assert all(row["frames"] > 0 for rows in report["motion_by_offset"].values() for row in rows)
 
 

@@ -133,7 +133,7 @@ def _run(folder, began, model, train_steps, steps, settings, device, progress, l
         values = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in score.as_dict().items()}
         scores.append({"prompt": edit_prompt, "edit": change, **values})
         rows.append((edit_prompt, to_uint8_frames(video)))
-    _write_grid(folder / "grid.png", rows)
+    write_grid(folder / "grid.png", rows)
     seconds = time.perf_counter() - began
     report = {"source_prompt": prompt, "model": "bundled toy-sd" if model == TOY_MODEL.resolve() else str(model),
               "settings": settings.__dict__ | {"train_steps": train_steps, "steps": steps},
@@ -144,7 +144,7 @@ def _run(folder, began, model, train_steps, steps, settings, device, progress, l
     return folder
 
 
-def _write_grid(path: Path, rows: list[tuple[str, np.ndarray]], scale: int = 2) -> None:
+def write_grid(path: Path, rows: list[tuple[str, np.ndarray]], scale: int = 2) -> None:
     """One row per video (its frames left to right), its prompt above it."""
     frames, height, width, _ = rows[0][1].shape
     label = 14
