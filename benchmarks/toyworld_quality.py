@@ -326,19 +326,20 @@ def run_clip(index: int, clip, edits, args, work: Path) -> dict:
     if "per-frame-norms" in wanted:  # likewise tuned with per-frame GroupNorm statistics
         norms_state = _tune_ablation(model, config, args.full_steps, work / f"run-{index}-frame-norms", frame_norms="per-frame")
         results["per-frame-norms"] = evaluate(tuned_model(model, config, frames, norms_state, per_frame_norms=True), clip, edits, source)
-    videos, taken = {}, {}
-    for variant, result in results.items():  # a variant may share its result with a step of the sweep
-        if id(result) not in taken:
-            taken[id(result)] = result.pop("_videos")
-        videos[variant] = taken[id(result)]
+    videos, names = {}, {}  # a variant may share its result with a step of the sweep: one grid row, both names
+    for variant, result in results.items():
+        if id(result) not in videos:
+            videos[id(result)] = result.pop("_videos")
+        names.setdefault(id(result), []).append(variant)
     if args.grids:
         rows = [("source: " + clip_caption(clip), source)]
-        for variant, edited in videos.items():
+        for key, edited in videos.items():
+            result = results[names[key][0]]
             for number, (change, video) in enumerate(zip(edits, edited)):
                 off = ", ".join(f"frame {f['frame']} {f['attribute']} {f['value']}"
-                                for f in results[variant]["off_majority"] if f["edit"] == number)
-                rows.append((f"{variant}: {clip_caption(with_attributes(clip, **change))}" + (f"  (off: {off})" if off else ""),
-                             video))
+                                for f in result["off_majority"] if f["edit"] == number)
+                rows.append((f"{' = '.join(names[key])}: {clip_caption(with_attributes(clip, **change))}"
+                             + (f"  (off: {off})" if off else ""), video))
         Path(args.grids).mkdir(parents=True, exist_ok=True)
         write_grid(Path(args.grids) / f"clip-{index + 1:02d}.png", rows)
     return results

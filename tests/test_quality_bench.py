@@ -37,11 +37,12 @@ def test_quality_benchmark_runs_every_variant(tmp_path):
     assert "| full |" in done.stdout
     assert "| full minus (1 clips" not in done.stdout  # one clip has no interval: the paired table is left out
     assert set(report["motion_by_offset"]) == set(VARIANTS)
-    # the grid: the source and each variant's three edits, one row of 8 frames (128 px, 2x) under a 14 px label each
+    # the grid: the source and each variant's three edits, one row of 8 frames (128 px, 2x) under a 14 px label each;
+    # full is the sweep's steps-2 and no-tuning its steps-0, each pair one set of rows
     from PIL import Image
 
     grid = Image.open(tmp_path / "grids" / "clip-01.png")
-    assert grid.size == (8 * 128, (1 + 3 * len(VARIANTS)) * (128 + 14))
+    assert grid.size == (8 * 128, (1 + 3 * (len(VARIANTS) - 2)) * (128 + 14))
     assert not any("_videos" in metrics for metrics in report["per_clip"][0].values())
     assert all(row["frames"] > 0 for rows in report["motion_by_offset"].values() for row in rows)
 
