@@ -200,6 +200,11 @@ def score(clip, edits, source: np.ndarray, videos: torch.Tensor) -> dict:
         result[f"off_majority_{name}"] = float(np.mean([sum(f["attribute"] == name for f in edit_flips) / len(found)
                                                         for edit_flips, found in zip(flips, detections)]))
     result["off_majority"] = [dict(flip, edit=index) for index, edit_flips in enumerate(flips) for flip in edit_flips]
+    # the object's size against the source's, frame by frame: no edit asks for another size, and preservation, which
+    # follows the captions, leaves size out
+    source_sizes = [d.size for d in detect_video(source)]
+    result["size_kept"] = float(np.mean([np.mean([d.size == size for d, size in zip(found, source_sizes)])
+                                         for found in detections]))
     result["frames"] = frame_positions(source, videos[: len(edits)])
     result["_videos"] = [to_uint8_frames(video) for video in videos[: len(edits)]]  # for --grids; run_clip takes it out
     return result
@@ -360,9 +365,9 @@ def _tune_ablation(model: Path, config: RunConfig, steps: int, run_dir: Path, **
 PAIRED_METRICS = ("alignment", "motion_error", "consistency")
 #: Compared as well where both sides measured it (runs before it was recorded did not): the share of edit frames
 #: whose object's size differs from its video's majority.
-PAIRED_IF_MEASURED = ("off_majority_size",)
+PAIRED_IF_MEASURED = ("off_majority_size", "size_kept")
 PAIRED_LABELS = {"alignment": "alignment", "motion_error": "motion error (px)", "consistency": "consistency",
-                 "off_majority_size": "frames off in size"}
+                 "off_majority_size": "frames off in size", "size_kept": "size kept"}
 
 
 def _paired_metrics(*rows: dict) -> tuple[str, ...]:
@@ -470,12 +475,13 @@ def table(summary: dict[str, dict]) -> str:
 def off_majority_table(summary: dict[str, dict]) -> str:
     """Per variant, the share of edit frames whose shape, colour, size or background differs from their video's
     majority (size is not part of consistency)."""
-    lines = ["| variant | frames off the video's majority: " + " | ".join(CONSTANT_ATTRIBUTES) + " |",
-             "|---|" + "---|" * len(CONSTANT_ATTRIBUTES)]
+    lines = ["| variant | frames off the video's majority: " + " | ".join(CONSTANT_ATTRIBUTES)
+             + " | size kept (the source's, frame by frame) |", "|---|" + "---|" * (len(CONSTANT_ATTRIBUTES) + 1)]
     for name, m in summary.items():
         if f"off_majority_{CONSTANT_ATTRIBUTES[0]}" in m:
             lines.append(f"| {name} | " + " | ".join(f"{m.get(f'off_majority_{a}', float('nan')):.3f}"
-                                                     for a in CONSTANT_ATTRIBUTES) + " |")
+                                                     for a in CONSTANT_ATTRIBUTES)
+                         + f" | {m.get('size_kept', float('nan')):.3f} |")
     return "\n".join(lines)
 
 

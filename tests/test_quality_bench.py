@@ -206,6 +206,32 @@ def test_model_differences_pair_two_runs_clip_by_clip():
         bench.model_differences(mine, theirs[:2])
 
 
+def test_scores_name_the_frames_that_leave_the_source_size():
+    """Renders of a clip's three edits and of the source prompt as the sampled videos: every attribute right, so
+    nothing is off the majority and the size is kept, until one frame of the shape edit is rendered small (size kept
+    1 - 1/24, that frame off in size)."""
+    import numpy as np
+    import torch
+
+    from tuneavideo.toyworld import Clip, render_clip, render_scene, with_attributes
+    from tuneavideo.toyworld.render import Scene
+
+    bench = _bench_module()
+    clip = Clip(shape="circle", colour="red", size="large", background="blue sky", path="right", num_frames=8)
+    edits = ({"colour": "green"}, {"shape": "square"}, {"background": "white snow"})
+    source = render_clip(clip, size=64)
+    videos = np.stack([render_clip(with_attributes(clip, **change), size=64) for change in edits] + [source])
+    as_tensor = lambda v: torch.from_numpy(v).permute(0, 1, 4, 2, 3).float() / 255  # noqa: E731
+    whole = bench.score(clip, edits, source, as_tensor(videos))
+    assert whole["size_kept"] == 1.0 and whole["off_majority"] == [] and whole["consistency"] == 1.0
+    detected = bench.detect_video(videos[1])[3]
+    videos[1, 3] = render_scene(Scene("square", "red", "small", "blue sky", detected.centroid[0] / 63, detected.centroid[1] / 63))
+    changed = bench.score(clip, edits, source, as_tensor(videos))
+    assert abs(changed["size_kept"] - (1 - 1 / 24)) < 1e-12
+    assert changed["off_majority"] == [{"frame": 3, "attribute": "size", "majority": "large", "value": "small", "edit": 1}]
+    assert changed["consistency"] == 1.0  # consistency does not count size
+
+
 def test_size_changes_are_paired_only_where_both_sides_measured_them():
     """The method's frames off in size 0.1 and 0.0 against the image model's 0.3 and 0.2: -0.2 on both clips; a run
     recorded before size was read has no such column, and the table marks a missing cell."""
