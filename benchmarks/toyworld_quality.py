@@ -555,6 +555,10 @@ def main(argv=None) -> int:
             for value, per_clip in group_clips(report["per_clip"], clips, args.by).items():
                 print(f"\nsource {args.by} {value}:\n")
                 print(paired_table(paired_differences(per_clip), len(per_clip)))
+                group = summarise_clips(per_clip)["summary"]
+                if any(f"off_majority_{CONSTANT_ATTRIBUTES[0]}" in m for m in group.values()):
+                    print()
+                    print(off_majority_table(group))
         return 0
     for option in ("by", "against"):
         if getattr(args, option):
