@@ -24,7 +24,7 @@ from .detect import Detection, detect_video
 
 ATTRIBUTES = ("shape", "colour", "background")
 #: What stays the same through every frame of a toy-world clip: :data:`ATTRIBUTES` and the object's size (which
-#: consistency, defined on :data:`ATTRIBUTES` before size was read, leaves out).
+#: consistency, counted on :data:`ATTRIBUTES` alone, leaves out).
 CONSTANT_ATTRIBUTES = ("shape", "colour", "size", "background")
 
 
