@@ -61,7 +61,7 @@ from tuneavideo.config import RunConfig
 from tuneavideo.demo import TOY_MODEL, DemoSettings, write_grid
 from tuneavideo.editing import TunedModel
 from tuneavideo.loading import load_base
-from tuneavideo.toyworld import (BACKGROUNDS, COLOURS, SHAPES, clip_caption, detect_video, random_clip, render_background, render_clip,
+from tuneavideo.toyworld import (BACKGROUNDS, CLIP_CAPTION_TEMPLATES, COLOURS, SHAPES, clip_caption, detect_video, random_clip, render_background, render_clip,
                                  with_attributes)
 from tuneavideo.toyworld.metrics import CONSTANT_ATTRIBUTES, off_majority, psnr, score_edit, to_uint8_frames
 from tuneavideo.tuning import build_pipeline, build_video_unet, latest_checkpoint, tune
@@ -155,7 +155,7 @@ def blend_words(clip, change: dict, in_source: bool) -> list[str]:
     return words
 
 
-def evaluate(tuned: TunedModel, clip, edits, source: np.ndarray, blend: bool = False) -> dict:
+def evaluate(tuned: TunedModel, clip, edits, source: np.ndarray, blend: bool = False, template: int = 0) -> dict:
     """Invert (unless disabled), sample the three edits and the source prompt in one batch, score them.
 
     Every prompt starts from the same latents: the inverted source, or one seeded noise draw. With another inversion
@@ -164,12 +164,12 @@ def evaluate(tuned: TunedModel, clip, edits, source: np.ndarray, blend: bool = F
     sample = tuned.config.sample
     vc = tuned.config.video
     tuned.inverted = None
-    prompts = [clip_caption(with_attributes(clip, **change)) for change in edits] + [clip_caption(clip)]
+    prompts = [clip_caption(with_attributes(clip, **change), template) for change in edits] + [clip_caption(clip, template)]
     if sample.inversion != "ddim" or sample.control != "none":
         settings = [replace(sample, blend=blend_words(clip, change, sample.control == "fatezero") if blend else [])
                     for change in edits] + [replace(sample, blend=blend_words(clip, {}, True) if blend else [])]
         videos = torch.stack([tuned.sample(prompt, settings_i, progress=False) for prompt, settings_i in zip(prompts, settings)])
-        return score(clip, edits, source, videos)
+        return {**score(clip, edits, source, videos), "prompts": prompts[: len(edits)]}
     if sample.use_inversion:
         latents = tuned.invert(sample.num_inversion_steps, progress=False)
     else:
@@ -178,7 +178,7 @@ def evaluate(tuned: TunedModel, clip, edits, source: np.ndarray, blend: bool = F
         latents = torch.randn(shape, generator=torch.Generator().manual_seed(sample.seed))
     videos = tuned.pipe(prompts, vc.num_frames, vc.height, vc.width, sample.num_inference_steps, sample.guidance_scale,
                         sample.negative_prompt, sample.eta, None, latents)
-    return score(clip, edits, source, videos)
+    return {**score(clip, edits, source, videos), "prompts": prompts[: len(edits)]}
 
 
 def score(clip, edits, source: np.ndarray, videos: torch.Tensor) -> dict:
@@ -284,7 +284,7 @@ def run_clip(index: int, clip, edits, args, work: Path) -> dict:
     frames = torch.from_numpy(source).permute(0, 3, 1, 2).float() / 255
 
     config = RunConfig()
-    config.video.path, config.video.prompt = str(frames_dir), clip_caption(clip)
+    config.video.path, config.video.prompt = str(frames_dir), clip_caption(clip, args.caption_template)
     config.video.num_frames, config.video.width, config.video.height = clip.num_frames, args.size, args.size
     config.tune.base_model, config.tune.learning_rate, config.tune.seed = str(TOY_MODEL), args.learning_rate, 33
     config.tune.gradient_checkpointing, config.tune.checkpoint_every = False, 0
@@ -308,42 +308,42 @@ def run_clip(index: int, clip, edits, args, work: Path) -> dict:
         states[n] = trained_state(run_dir) if n > 0 else None
     for n in sweep:
         if n in args.steps:
-            results[f"steps-{n}"] = evaluate(tuned_model(model, config, frames, states[n]), clip, edits, source)
+            results[f"steps-{n}"] = evaluate(tuned_model(model, config, frames, states[n]), clip, edits, source, template=args.caption_template)
     if "full" in wanted:
         results["full"] = results.get(f"steps-{args.full_steps}") or evaluate(
-            tuned_model(model, config, frames, states[args.full_steps]), clip, edits, source)
+            tuned_model(model, config, frames, states[args.full_steps]), clip, edits, source, template=args.caption_template)
     if "no-tuning" in wanted:
-        results["no-tuning"] = results.get("steps-0") or evaluate(tuned_model(model, config, frames, None), clip, edits, source)
+        results["no-tuning"] = results.get("steps-0") or evaluate(tuned_model(model, config, frames, None), clip, edits, source, template=args.caption_template)
     if "no-inversion" in wanted:
         no_inv = RunConfig.from_dict(config.to_dict())
         no_inv.sample.use_inversion = False
-        results["no-inversion"] = evaluate(tuned_model(model, no_inv, frames, states[args.full_steps]), clip, edits, source)
+        results["no-inversion"] = evaluate(tuned_model(model, no_inv, frames, states[args.full_steps]), clip, edits, source, template=args.caption_template)
     if "image-model" in wanted:
-        results["image-model"] = evaluate(tuned_model(model, config, frames, None, image_model=True), clip, edits, source)
+        results["image-model"] = evaluate(tuned_model(model, config, frames, None, image_model=True), clip, edits, source, template=args.caption_template)
     if "per-frame-attn" in wanted:  # tuned with per-frame attention as well as sampled with it
         per_frame_state = _tune_ablation(model, config, args.full_steps, work / f"run-{index}-per-frame", frame_attention="per-frame")
-        results["per-frame-attn"] = evaluate(tuned_model(model, config, frames, per_frame_state, per_frame=True), clip, edits, source)
+        results["per-frame-attn"] = evaluate(tuned_model(model, config, frames, per_frame_state, per_frame=True), clip, edits, source, template=args.caption_template)
     for variant, (changes, blend) in CONTROLLED.items():
         if variant in wanted:
             controlled = RunConfig.from_dict(config.to_dict())
             controlled.sample = replace(controlled.sample, **changes)
-            results[variant] = evaluate(tuned_model(model, controlled, frames, states[args.full_steps]), clip, edits, source, blend)
+            results[variant] = evaluate(tuned_model(model, controlled, frames, states[args.full_steps]), clip, edits, source, blend, template=args.caption_template)
     if "per-frame-norms" in wanted:  # likewise tuned with per-frame GroupNorm statistics
         norms_state = _tune_ablation(model, config, args.full_steps, work / f"run-{index}-frame-norms", frame_norms="per-frame")
-        results["per-frame-norms"] = evaluate(tuned_model(model, config, frames, norms_state, per_frame_norms=True), clip, edits, source)
+        results["per-frame-norms"] = evaluate(tuned_model(model, config, frames, norms_state, per_frame_norms=True), clip, edits, source, template=args.caption_template)
     videos, names = {}, {}  # a variant may share its result with a step of the sweep: one grid row, both names
     for variant, result in results.items():
         if id(result) not in videos:
             videos[id(result)] = result.pop("_videos")
         names.setdefault(id(result), []).append(variant)
     if args.grids:
-        rows = [("source: " + clip_caption(clip), source)]
+        rows = [("source: " + clip_caption(clip, args.caption_template), source)]
         for key, edited in videos.items():
             result = results[names[key][0]]
             for number, (change, video) in enumerate(zip(edits, edited)):
                 off = ", ".join(f"frame {f['frame']} {f['attribute']} {f['value']}"
                                 for f in result["off_majority"] if f["edit"] == number)
-                rows.append((f"{' = '.join(names[key])}: {clip_caption(with_attributes(clip, **change))}"
+                rows.append((f"{' = '.join(names[key])}: {clip_caption(with_attributes(clip, **change), args.caption_template)}"
                              + (f"  (off: {off})" if off else ""), video))
         Path(args.grids).mkdir(parents=True, exist_ok=True)
         write_grid(Path(args.grids) / f"clip-{index + 1:02d}.png", rows)
@@ -506,6 +506,9 @@ def main(argv=None) -> int:
     parser.add_argument("--learning-rate", type=float, default=DemoSettings.learning_rate)
     parser.add_argument("--sample-steps", type=int, default=DemoSettings.steps, help="DDIM inversion and sampling steps")
     parser.add_argument("--guidance", type=float, default=DemoSettings.guidance_scale)
+    parser.add_argument("--caption-template", type=int, default=0, choices=range(len(CLIP_CAPTION_TEMPLATES)),
+                        help="the clip caption template of the source and edit prompts (default 0: \"a red circle "
+                             "moving right on green grass\"; 1 also names the size: \"a large red circle ...\")")
     parser.add_argument("--seed", type=int, default=2024, help="seed of the clip selection")
     parser.add_argument("--quick", action="store_true", help="2 clips, steps 0 and 20, 10 sampling steps: a smoke run")
     parser.add_argument("--workers", type=int, default=2, help="clips tuned in parallel, one CPU thread each (default 2)")
@@ -616,7 +619,7 @@ def summarise_clips(per_clip: list[dict]) -> dict:
     order = [v for v in VARIANTS if v in variants] + sorted(
         (v for v in variants if v.startswith("steps-")), key=lambda v: int(v.split("-")[1]))
     summary = {v: {m: float(np.nanmean([c[v][m] for c in per_clip])) for m in per_clip[0][v]
-                   if m not in ("frames", "off_majority")} for v in order}
+                   if m not in ("frames", "off_majority", "prompts")} for v in order}
     return {"summary": summary, "motion_by_offset": {v: motion_by_offset(per_clip, v) for v in order},
             "per_clip": per_clip}
 
@@ -629,6 +632,7 @@ def read_run(name: str) -> dict:
             raise ValueError("no settings, summary, motion_by_offset and per_clip")
     except (OSError, ValueError) as error:
         raise ValueError(f"{name} is not a JSON written by this script ({error}); pass its --out file") from None
+    run["settings"].setdefault("caption_template", 0)  # runs from before the option used the first template
     return run
 
 

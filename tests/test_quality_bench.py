@@ -206,6 +206,23 @@ def test_model_differences_pair_two_runs_clip_by_clip():
         bench.model_differences(mine, theirs[:2])
 
 
+def test_the_caption_template_names_the_size_in_every_prompt(tmp_path):
+    """``--caption-template 1`` tunes and edits with captions that name the object's size ("a large red circle ...");
+    the default template does not."""
+    from tuneavideo.toyworld import SIZES
+
+    for template, named in ((1, True), (0, False)):
+        out = tmp_path / f"template-{template}.json"
+        done = subprocess.run([sys.executable, str(BENCH), "--clips", "1", "--steps", "0", "--full-steps", "2", "--sample-steps",
+                               "4", "--variants", "full", "--workers", "1", "--caption-template", str(template), "--out", str(out)],
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        report = json.loads(out.read_text())
+        prompts = report["per_clip"][0]["full"]["prompts"]
+        assert len(prompts) == 3 and report["settings"]["caption_template"] == template
+        assert all(any(f"a {size} " in prompt for size in SIZES) == named for prompt in prompts), prompts
+
+
 def test_scores_name_the_frames_that_leave_the_source_size():
     """Renders of a clip's three edits and of the source prompt as the sampled videos: every attribute right, so
     nothing is off the majority and the size is kept, until one frame of the shape edit is rendered small (size kept
