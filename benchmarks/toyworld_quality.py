@@ -363,8 +363,9 @@ def _tune_ablation(model: Path, config: RunConfig, steps: int, run_dir: Path, **
 #: The metrics whose paired differences the second table gives (point 4 of the ruler's criteria compares these), and
 #: the confidence of their intervals.
 PAIRED_METRICS = ("alignment", "motion_error", "consistency")
-#: Compared as well where both sides measured it (runs before it was recorded did not): the share of edit frames
-#: whose object's size differs from its video's majority.
+CONFIDENCE = 0.95
+#: Compared as well where both sides measured them (runs before they were recorded did not): the share of edit frames
+#: whose object's size differs from its video's majority, and the share that keep the source's size.
 PAIRED_IF_MEASURED = ("off_majority_size", "size_kept")
 PAIRED_LABELS = {"alignment": "alignment", "motion_error": "motion error (px)", "consistency": "consistency",
                  "off_majority_size": "frames off in size", "size_kept": "size kept"}
@@ -372,7 +373,6 @@ PAIRED_LABELS = {"alignment": "alignment", "motion_error": "motion error (px)", 
 
 def _paired_metrics(*rows: dict) -> tuple[str, ...]:
     return PAIRED_METRICS + tuple(m for m in PAIRED_IF_MEASURED if all(m in row for row in rows))
-CONFIDENCE = 0.95
 
 
 def t_quantile(probability: float, dof: int) -> float:
@@ -571,6 +571,9 @@ def main(argv=None) -> int:
     if not (Path(args.model) / "model_index.json").is_file():
         print(f"error: {args.model} is not a diffusers pipeline folder (no model_index.json); pass --model DIR", file=sys.stderr)
         return 2
+    if args.grids and Path(args.grids).exists() and not Path(args.grids).is_dir():
+        print(f"error: --grids {args.grids} is a file; pass a folder for the clips' grids", file=sys.stderr)
+        return 2
     if args.quick:
         args.clips, args.steps, args.full_steps, args.sample_steps = 2, [0, 20], 20, 10
     began = time.perf_counter()
@@ -630,6 +633,8 @@ def read_run(name: str) -> dict:
         run = json.loads(Path(name).read_text())
         if not isinstance(run, dict) or not {"settings", "summary", "motion_by_offset", "per_clip"} <= set(run):
             raise ValueError("no settings, summary, motion_by_offset and per_clip")
+        if not isinstance(run["settings"], dict) or not run["per_clip"]:
+            raise ValueError("its settings or its clips are missing")
     except (OSError, ValueError) as error:
         raise ValueError(f"{name} is not a JSON written by this script ({error}); pass its --out file") from None
     run["settings"].setdefault("caption_template", 0)  # runs from before the option used the first template
@@ -655,7 +660,7 @@ def pool_runs(runs: list[dict], names: list[str]) -> dict:
     if not shared:
         raise ValueError(f"{', '.join(names)} have no variant in common")
     per_clip = [{v: clip[v] for v in shared} for run in runs for clip in run["per_clip"]]
-    settings = {**first, "clips": len(per_clip), "seed": seeds, "variants": [v for v in first["variants"] if v in shared]}
+    settings = {**first, "clips": len(per_clip), "seed": seeds, "variants": [v for v in first.get("variants", shared) if v in shared]}
     return {"settings": settings, **summarise_clips(per_clip)}
 
 

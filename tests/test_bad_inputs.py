@@ -237,6 +237,10 @@ CASES = [
     # a run folder is not a pipeline: the demo needs a whole base model
     ("demo-model-not-a-pipeline", lambda c: ["demo", "--output", str(c.dir / "demo"), "--model", str(c.finished)],
      ["--model", "model_index.json"]),
+    # a folder that claims to be a pipeline and is not: the error comes before any output
+    ("demo-model-incomplete", lambda c: (c.file("broken/model_index.json", b"{}"),
+                                         ["demo", "--output", str(c.dir / "demo"), "--model", str(c.dir / "broken")])[1],
+     ["unet/config.json"]),
 ]
 
 

@@ -85,6 +85,7 @@ def run_demo(
     for name, value in (("train_steps", train_steps), ("steps", steps)):
         if value < 1:
             raise ConfigError(f"demo {name} {value}: give at least 1 step, or leave it out for the demo's default")
+    base = load_base(model)  # before any output: a model that does not load leaves no folder behind
     folder = _fresh_folder(output)
     began = time.perf_counter()
     threads = torch.get_num_threads()
@@ -93,12 +94,12 @@ def run_demo(
         # (steps measured 10x slower beside another process).
         torch.set_num_threads(1)
     try:
-        return _run(folder, began, model, train_steps, steps, settings, device, progress, log)
+        return _run(folder, began, model, base, train_steps, steps, settings, device, progress, log)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(folder, began, model, train_steps, steps, settings, device, progress, log) -> Path:
+def _run(folder, began, model, base, train_steps, steps, settings, device, progress, log) -> Path:
     clip = Clip(**{**SOURCE.__dict__, "num_frames": settings.num_frames})
     frames_dir = folder / "source-frames"
     frames_dir.mkdir()
@@ -117,8 +118,7 @@ def _run(folder, began, model, train_steps, steps, settings, device, progress, l
     config.sample.num_inference_steps = config.sample.num_inversion_steps = steps
     config.sample.guidance_scale, config.sample.seed = settings.guidance_scale, settings.seed
     run_dir = folder / "run"
-    base = load_base(model)  # tune() leaves it unchanged: it serves the edits too
-    tune(base, config, run_dir, device=device, progress=progress, log=log)
+    tune(base, config, run_dir, device=device, progress=progress, log=log)  # leaves base unchanged: it serves the edits
 
     tuned = load_run(run_dir, base_model=base, device=device)
     targets = [with_attributes(clip, **change) for change in EDITS]

@@ -58,14 +58,14 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
-def majority(detections: list[Detection]) -> dict:
-    return {name: Counter(getattr(d, name) for d in detections).most_common(1)[0][0] for name in ATTRIBUTES}
+def majority(detections: list[Detection], names: tuple[str, ...] = ATTRIBUTES) -> dict:
+    return {name: Counter(getattr(d, name) for d in detections).most_common(1)[0][0] for name in names}
 
 
 def off_majority(detections: list[Detection]) -> list[dict]:
     """The frames whose :data:`CONSTANT_ATTRIBUTES` differ from the video's majority (what lowers consistency, and an
     object that changes size): for each such frame and attribute ``{"frame", "attribute", "majority", "value"}``."""
-    common = {name: Counter(getattr(d, name) for d in detections).most_common(1)[0][0] for name in CONSTANT_ATTRIBUTES}
+    common = majority(detections, CONSTANT_ATTRIBUTES)
     return [{"frame": index, "attribute": name, "majority": common[name], "value": getattr(d, name)}
             for index, d in enumerate(detections) for name in CONSTANT_ATTRIBUTES if getattr(d, name) != common[name]]
 
