@@ -33,7 +33,7 @@ from tuneavideo.config import RunConfig
 from tuneavideo.demo import TOY_MODEL
 from tuneavideo.models.unet import FrameGroupNorm
 from tuneavideo.toyworld import clip_caption, detect_video, render_clip, with_attributes
-from tuneavideo.toyworld.metrics import off_majority, to_uint8_frames
+from tuneavideo.toyworld.metrics import fidelity, intact, off_majority, to_uint8_frames
 
 #: Ratio bins of the summary table.
 BINS = (0.0, 0.85, 1.15, float("inf"))
@@ -114,13 +114,18 @@ def measure_clip(model: Path, clip, edits, steps: int, guidance: float) -> dict:
                 # recorded in both runs: with per-frame norms it is how far apart the frames' statistics are by
                 # themselves (the sampler corrects every frame to its own), with pooled norms what the coupling adds
                 ratio = recorder.take()
-                detections = detect_video(to_uint8_frames(video))
+                frames_out = to_uint8_frames(video)
+                detections = detect_video(frames_out)
                 found = [d.shape is not None for d in detections]
+                # dB against a clean render of the scene read in the frame: a texture can be read as an object
+                fidelities = [None if (value := fidelity(frame, d)) is None else round(value, 2)
+                              for frame, d in zip(frames_out, detections)]
                 # the attributes in which each frame differs from its video's majority (what lowers consistency)
                 off = [[] for _ in detections]
                 for flip in off_majority(detections):
                     off[flip["frame"]].append(flip["attribute"])
-                rows.append({"edit": change, "ratio": ratio.round(4).tolist(), "found": found, "off": off})
+                rows.append({"edit": change, "ratio": ratio.round(4).tolist(), "found": found, "off": off,
+                             "fidelity": fidelities})
             result[norms] = rows
             result[f"layers_{norms}"] = {name: {"channels": layer["channels"], "resolution": layer["resolution"],
                                                 "spread": round(float(np.mean(layer["spread"])), 4),
@@ -151,6 +156,11 @@ def summarise(per_clip: list[dict]) -> dict:
         "inverted_frame_correlation": float(np.mean([clip["inverted_pooled"]["frame_correlation"] for clip in per_clip])),
         "no_object_pooled": float(np.mean([not f for _, f in pooled])),
         "no_object_per_frame": float(np.mean([not f for f in per_frame])),
+        # frames that are not a clean drawing of one scene (metrics.intact): no object, or broken (runs that recorded it)
+        **{f"not_intact_{key}": float(np.mean([not intact(v) for clip in per_clip for row in clip[norms]
+                                               for v in row["fidelity"]]))
+           for key, norms in (("pooled", "pooled"), ("per_frame", "per-frame"))
+           if all("fidelity" in row for clip in per_clip for row in clip[norms])},
         "by_ratio": bins,
         "colour_off_pooled": float(np.mean([off for _, off in colour_off])),
         "colour_off_per_frame": float(np.mean([("colour" in o) for clip in per_clip for row in clip["per-frame"]
@@ -187,7 +197,8 @@ def table(name: str, s: dict) -> str:
         f"{b['no_object']:.2f} ({b['frames']})" if b["no_object"] is not None else "- (0)" for b in s["by_ratio"])
     return (f"| {name} | {s['ratio_min']:.2f} - {s['ratio_max']:.2f} | {s['ratio_spread']:.3f} | "
             f"{s['ratio_spread_per_frame_norms']:.3f} | {cells} | "
-            f"{s['no_object_pooled']:.2f} | {s['no_object_per_frame']:.2f} | {s['inverted_std']:.2f} | "
+            f"{s['no_object_pooled']:.2f} | {s['no_object_per_frame']:.2f} | {s.get('not_intact_pooled', float('nan')):.2f} | "
+            f"{s.get('not_intact_per_frame', float('nan')):.2f} | {s['inverted_std']:.2f} | "
             f"{s['inverted_frame_correlation']:.2f} |")
 
 
@@ -219,8 +230,9 @@ def main(argv=None) -> int:
                        for lo, hi in zip(BINS, BINS[1:]))
     print(f"| model | sigma_f / sigma_pool, min - max | mean abs(ratio - 1) | the same, sampled with per-frame norms "
           f"| {heads} | no object, pooled | "
-          "no object, per-frame norms | inverted latents' std | their correlation between frames |")
-    print("|---|---|---|---|" + "---|" * (len(BINS) - 1) + "---|---|---|---|")
+          "no object, per-frame norms | not intact (no object or broken), pooled | the same, per-frame norms | "
+          "inverted latents' std | their correlation between frames |")
+    print("|---|---|---|---|" + "---|" * (len(BINS) - 1) + "---|---|---|---|---|---|")
     for model, data in report["models"].items():
         print(table("bundled toy-sd" if Path(model).resolve() == TOY_MODEL.resolve() else model, data["summary"]))
     print("\n| model | colour off the video's majority, pooled norms | per-frame norms | mean abs(ratio - 1) of those "

@@ -63,7 +63,9 @@ from tuneavideo.editing import TunedModel
 from tuneavideo.loading import load_base
 from tuneavideo.toyworld import (BACKGROUNDS, CLIP_CAPTION_TEMPLATES, COLOURS, SHAPES, clip_caption, detect_video, random_clip, render_background, render_clip,
                                  with_attributes)
-from tuneavideo.toyworld.metrics import CONSTANT_ATTRIBUTES, off_majority, psnr, score_edit, to_uint8_frames
+from tuneavideo.toyworld.metrics import (
+    CONSTANT_ATTRIBUTES, fidelity, intact, off_majority, psnr, score_edit, to_uint8_frames,
+)
 from tuneavideo.tuning import build_pipeline, build_video_unet, latest_checkpoint, tune
 
 #: The ablations measured besides the tuning-steps sweep, in the order of the table.
@@ -194,7 +196,8 @@ def score(clip, edits, source: np.ndarray, videos: torch.Tensor) -> dict:
         inside = np.abs(source.astype(np.float64) - render_background(clip.background, source.shape[1])[None]).sum(-1) > 30
         result["object_psnr"] = psnr(source[inside], to_uint8_frames(background[0])[inside])
     # what lowers consistency: each edit's frames off its video's majority, and the share of frames per attribute
-    detections = [detect_video(to_uint8_frames(video)) for video in videos[: len(edits)]]
+    frames = [to_uint8_frames(video) for video in videos[: len(edits)]]
+    detections = [detect_video(video) for video in frames]
     flips = [off_majority(found) for found in detections]
     for name in CONSTANT_ATTRIBUTES:
         result[f"off_majority_{name}"] = float(np.mean([sum(f["attribute"] == name for f in edit_flips) / len(found)
@@ -205,8 +208,13 @@ def score(clip, edits, source: np.ndarray, videos: torch.Tensor) -> dict:
     source_sizes = [d.size for d in detect_video(source)]
     result["size_kept"] = float(np.mean([np.mean([d.size == size for d, size in zip(found, source_sizes)])
                                          for found in detections]))
+    # whether each frame is a clean drawing of the scene read in it (a texture or a doubled object can be read as one)
+    result["fidelity"] = [[None if (value := fidelity(frame, d)) is None else round(value, 2)
+                           for frame, d in zip(video, found)] for video, found in zip(frames, detections)]
+    result["intact"] = float(np.mean([np.mean([intact(value) for value in values])
+                                      for values in result["fidelity"]]))
     result["frames"] = frame_positions(source, videos[: len(edits)])
-    result["_videos"] = [to_uint8_frames(video) for video in videos[: len(edits)]]  # for --grids; run_clip takes it out
+    result["_videos"] = frames  # for --grids; run_clip takes it out
     return result
 
 
@@ -343,8 +351,10 @@ def run_clip(index: int, clip, edits, args, work: Path) -> dict:
             for number, (change, video) in enumerate(zip(edits, edited)):
                 off = ", ".join(f"frame {f['frame']} {f['attribute']} {f['value']}"
                                 for f in result["off_majority"] if f["edit"] == number)
+                broken = ", ".join(f"frame {f}" + ("" if value is None else f" {value:.1f} dB")
+                                   for f, value in enumerate(result["fidelity"][number]) if not intact(value))
                 rows.append((f"{' = '.join(names[key])}: {clip_caption(with_attributes(clip, **change), args.caption_template)}"
-                             + (f"  (off: {off})" if off else ""), video))
+                             + (f"  (off: {off})" if off else "") + (f"  (broken: {broken})" if broken else ""), video))
         Path(args.grids).mkdir(parents=True, exist_ok=True)
         write_grid(Path(args.grids) / f"clip-{index + 1:02d}.png", rows)
     return results
@@ -365,10 +375,11 @@ def _tune_ablation(model: Path, config: RunConfig, steps: int, run_dir: Path, **
 PAIRED_METRICS = ("alignment", "motion_error", "consistency")
 CONFIDENCE = 0.95
 #: Compared as well where both sides measured them (runs before they were recorded did not): the share of edit frames
-#: whose object's size differs from its video's majority, and the share that keep the source's size.
-PAIRED_IF_MEASURED = ("off_majority_size", "size_kept")
+#: whose object's size differs from its video's majority, the share that keep the source's size, and the share that
+#: are a clean drawing of one scene (metrics.intact).
+PAIRED_IF_MEASURED = ("off_majority_size", "size_kept", "intact")
 PAIRED_LABELS = {"alignment": "alignment", "motion_error": "motion error (px)", "consistency": "consistency",
-                 "off_majority_size": "frames off in size", "size_kept": "size kept"}
+                 "off_majority_size": "frames off in size", "size_kept": "size kept", "intact": "intact frames"}
 
 
 def _paired_metrics(*rows: dict) -> tuple[str, ...]:
@@ -622,7 +633,7 @@ def summarise_clips(per_clip: list[dict]) -> dict:
     order = [v for v in VARIANTS if v in variants] + sorted(
         (v for v in variants if v.startswith("steps-")), key=lambda v: int(v.split("-")[1]))
     summary = {v: {m: float(np.nanmean([c[v][m] for c in per_clip])) for m in per_clip[0][v]
-                   if m not in ("frames", "off_majority", "prompts")} for v in order}
+                   if m not in ("frames", "off_majority", "prompts", "fidelity")} for v in order}
     return {"summary": summary, "motion_by_offset": {v: motion_by_offset(per_clip, v) for v in order},
             "per_clip": per_clip}
 

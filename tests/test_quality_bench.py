@@ -28,6 +28,10 @@ def test_quality_benchmark_runs_every_variant(tmp_path):
         # a frame off the majority in any attribute is an inconsistent one, and one frame may be off in several
         shares = [metrics[f"off_majority_{name}"] for name in ("colour", "shape", "background")]
         assert max(shares) - 1e-9 <= 1 - metrics["consistency"] <= sum(shares) + 1e-9, (variant, shares, metrics)
+        # a frame without an object is not intact; an intact frame is one the detector read whole
+        assert 0.0 <= metrics["intact"] <= metrics["detected"] + 1e-9, (variant, metrics)
+        fidelity = report["per_clip"][0][variant]["fidelity"]
+        assert [len(edit) for edit in fidelity] == [8, 8, 8], variant
     # sampled from the inverted source, the object follows the source's track; from random noise it does not (the
     # variants with per-frame statistics: with pooled ones the bundled model's edits drift, see benchmarks/README.md)
     summary = report["summary"]
@@ -436,7 +440,8 @@ def test_group_clips_by_a_source_attribute():
 
 def test_frame_stats_summary_sets_the_frames_off_in_colour_beside_the_rest():
     """Four pooled frames with ratios 0.8, 1.0, 1.1 and 1.3, the first and last off their video's colour: 2 of 4
-    frames, their mean abs(ratio - 1) 0.25 against 0.05 for the two that keep it; per-frame norms: 1 of 4."""
+    frames, their mean abs(ratio - 1) 0.25 against 0.05 for the two that keep it; per-frame norms: 1 of 4. Of the pooled
+    frames, one without a whole scene read and one at 12 dB are not intact: 2 of 4; per-frame norms none."""
     import pytest
 
     sys.path.insert(0, str(BENCH.parent))
@@ -445,14 +450,17 @@ def test_frame_stats_summary_sets_the_frames_off_in_colour_beside_the_rest():
     finally:
         sys.path.remove(str(BENCH.parent))
     layers = {"mid.norm2": {"channels": 8, "resolution": 4, "spread": 0.1, "offset": 0.1}}
-    clip = {"pooled": [{"ratio": [0.8, 1.0, 1.1, 1.3], "found": [True] * 4, "off": [["colour"], [], ["shape"], ["colour", "shape"]]}],
-            "per-frame": [{"ratio": [1.0] * 4, "found": [True] * 4, "off": [[], ["colour"], [], []]}],
+    clip = {"pooled": [{"ratio": [0.8, 1.0, 1.1, 1.3], "found": [True] * 4, "off": [["colour"], [], ["shape"], ["colour", "shape"]],
+                        "fidelity": [30.0, None, 12.0, 20.0]}],
+            "per-frame": [{"ratio": [1.0] * 4, "found": [True] * 4, "off": [[], ["colour"], [], []],
+                           "fidelity": [25.0] * 4}],
             "inverted_pooled": {"std": 0.5, "frame_correlation": 0.5}, "layers_pooled": layers, "layers_per-frame": layers}
     summary = summarise([clip])
     assert summary["colour_off_pooled"] == 0.5 and summary["colour_off_frames"] == 2
     assert summary["colour_off_per_frame"] == 0.25
     assert summary["ratio_spread_colour_off"] == pytest.approx(0.25)
     assert summary["ratio_spread_colour_kept"] == pytest.approx(0.05)
+    assert summary["not_intact_pooled"] == 0.5 and summary["not_intact_per_frame"] == 0.0
 
 
 def test_by_resolution_averages_each_norm_kind_per_resolution():

@@ -556,3 +556,35 @@ def test_object_coverage_is_the_shapes_area_where_the_render_shows_it():
     assert abs(coverage.sum() - math.pi * radius**2) < 0.01 * math.pi * radius**2
     changed = np.abs(render_scene(scene, 64).astype(float) - np.rint(render_background("white snow", 64))).max(-1) > 0
     assert changed[coverage >= 0.05].all() and not changed[coverage == 0].any()
+
+
+def test_fidelity_tells_clean_drawings_from_broken_frames():
+    """Renders of scenes, sharp or blurred and noisy as a model's samples are, are intact; the same frames with a
+    second object drawn in, or with the object turned into a rainbow texture, are read as an object and are broken."""
+    from tuneavideo.toyworld.metrics import fidelity, intact
+
+    rng = np.random.default_rng(0)
+    scenes = [render.random_scene(rng) for _ in range(24)]
+    for scene in scenes:
+        frame = render_scene(scene)
+        value = fidelity(frame, detect.detect_frame(frame))
+        assert value is not None and value >= 40, (scene, value)  # far above BROKEN_BELOW_DB
+        smeared = np.asarray(Image.fromarray(frame).resize((32, 32), Image.BILINEAR).resize((64, 64), Image.BILINEAR))
+        noisy = np.clip(smeared + rng.normal(0, 6, smeared.shape), 0, 255).astype(np.uint8)
+        assert intact(fidelity(noisy, detect.detect_frame(noisy))), scene
+
+    frame = render_scene(Scene("circle", "red", "large", "green grass", 0.3, 0.3))
+    second = render_scene(Scene("circle", "red", "large", "green grass", 0.7, 0.7))
+    object_pixels = (second != np.rint(render.render_background("green grass", 64))).any(-1, keepdims=True)
+    frame = np.where(object_pixels, second, frame)
+    found = detect.detect_frame(frame)
+    assert found.found and not intact(fidelity(frame, found))
+
+    textured = render_scene(Scene("triangle", "orange", "large", "sandy beach", 0.5, 0.5))
+    rows, cols = np.mgrid[:64, :64]
+    hue = ((rows + 2 * cols) % 12) / 12.0
+    rainbow = (255 * np.stack([np.abs(np.sin(np.pi * (hue + k / 3))) for k in range(3)], -1)).astype(np.uint8)
+    inside = (np.abs(rows - 32) < 18) & (np.abs(cols - 32) < 18)
+    textured[inside] = rainbow[inside]
+    found = detect.detect_frame(textured)
+    assert found.found and not intact(fidelity(textured, found))

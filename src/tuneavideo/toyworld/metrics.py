@@ -10,7 +10,10 @@ For a source clip and an edit that changes some attributes (``{"colour": "blue"}
   **motion error on found frames** is the same mean over only the frames where both show an object,
   so that the rare missing object (a detection question) does not hide the motion;
 - **consistency**: share of frames whose attributes equal the video's majority attributes;
-- **psnr**: against the source frames (meaningful when the edit prompt is the source prompt).
+- **psnr**: against the source frames (meaningful when the edit prompt is the source prompt);
+- **fidelity** of a frame: its PSNR against a clean render of the scene the detector read in it, both smoothed, which
+  says whether the frame is a drawing of one scene of the world at all (a frame turned into a texture, or an object
+  drawn twice, can still be read as an object; :data:`BROKEN_BELOW_DB`).
 """
 
 from __future__ import annotations
@@ -21,11 +24,20 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .detect import Detection, detect_video
+from .render import Scene, centre_range, render_scene
 
 ATTRIBUTES = ("shape", "colour", "background")
 #: What stays the same through every frame of a toy-world clip: :data:`ATTRIBUTES` and the object's size (which
 #: consistency, counted on :data:`ATTRIBUTES` alone, leaves out).
 CONSTANT_ATTRIBUTES = ("shape", "colour", "size", "background")
+#: A frame whose :func:`fidelity` is below this (dB) is broken: not a drawing of the scene read in it (its object
+#: turned into a texture, gone, drawn twice or shrunk to a fragment). Set on the bundled model's frames of the
+#: validation clips (benchmarks/README.md, "Frames that break"): every frame under it there is broken, clean renders
+#: score 40 dB and more, and the models' frames 31 dB at the median.
+BROKEN_BELOW_DB = 23.0
+#: :func:`fidelity` compares frames smoothed over boxes of this many pixels a side (of a 64-pixel frame), so that a
+#: background's texture, which a model draws at a phase of its own, does not count and objects do.
+FIDELITY_BOX = 5
 
 
 @dataclass
@@ -56,6 +68,39 @@ def to_uint8_frames(video) -> np.ndarray:
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def box_blur(image: np.ndarray, box: int) -> np.ndarray:
+    """The mean of each pixel's ``box`` x ``box`` neighbourhood (an odd ``box``; the edges repeated outward), float64."""
+    radius = box // 2
+    padded = np.pad(image.astype(np.float64), ((radius, radius), (radius, radius), (0, 0)), mode="edge")
+    summed = np.cumsum(np.cumsum(np.pad(padded, ((1, 0), (1, 0), (0, 0))), axis=0), axis=1)
+    height, width = image.shape[:2]
+    return (summed[box:box + height, box:box + width] - summed[:height, box:box + width]
+            - summed[box:box + height, :width] + summed[:height, :width]) / box**2
+
+
+def fidelity(frame: np.ndarray, detection: Detection) -> float | None:
+    """PSNR (dB) of a ``(h, w, 3)`` uint8 frame against a clean render of the scene the detector read in it (its
+    shape, colour, size and background, the object centred on the detected centroid, moved inside the frame where it
+    would leave it), both smoothed by :func:`box_blur` over :data:`FIDELITY_BOX` pixels scaled to the frame's width.
+    ``None`` where the detector did not read a whole scene (no object, or an attribute undetermined)."""
+    if any(value is None for value in detection.attributes().values()) or detection.centroid is None:
+        return None
+    height, width = frame.shape[:2]
+    (x_lo, x_hi), (y_lo, y_hi) = centre_range(detection.shape, detection.size, margin=0.0)
+    # centroid in pixel-index units -> fraction of the frame (the inverse of render.scene_centre_px)
+    x = min(max((detection.centroid[0] + 0.5) / width, x_lo), x_hi)
+    y = min(max((detection.centroid[1] + 0.5) / height, y_lo), y_hi)
+    render = render_scene(Scene(detection.shape, detection.colour, detection.size, detection.background, x, y), width)
+    box = max(1, round(FIDELITY_BOX * width / 64)) | 1
+    return psnr(box_blur(render, box), box_blur(frame, box))
+
+
+def intact(fidelity_db: float | None) -> bool:
+    """Whether a frame of this :func:`fidelity` is a clean drawing of one scene: a whole scene read, at least
+    :data:`BROKEN_BELOW_DB`."""
+    return fidelity_db is not None and fidelity_db >= BROKEN_BELOW_DB
 
 
 def majority(detections: list[Detection], names: tuple[str, ...] = ATTRIBUTES) -> dict:
