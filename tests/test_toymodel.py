@@ -373,6 +373,27 @@ def test_pretraining_interrupted_in_the_video_phase_resumes_to_the_same_weights(
         assert not all(torch.equal(first[k], plain[k]) for k in first if k.startswith("unet."))
 
 
+def test_video_norm_penalty_acts_only_on_levels_up_to_its_size(tmp_path):
+    """The tiny UNet's levels are 16, 8 and 4 latent pixels wide. Limited to 2 the penalty finds no norm: the weights
+    of the run without it. Limited to 4 (the deepest level) it acts, and ends elsewhere than on every level."""
+    from tuneavideo.toymodel.pretrain import pretrain
+
+    run = dict(TINY_RUN, video_steps=2, video_image_share=0.0)  # clip steps only
+
+    def weights(name: str, **settings) -> tuple[dict, dict]:
+        summary = pretrain(tmp_path / name, seed=7, vae_steps=2, unet_steps=2, progress=False, **dict(run, **settings))
+        return summary["video"], {k: v for k, v in _weights(tmp_path / name).items() if k.startswith("unet.")}
+
+    plain = weights("plain", video_norm_penalty=0.0)[1]
+    none_summary, none = weights("none", video_norm_penalty=10.0, video_norm_penalty_max_size=2)
+    deep_summary, deep = weights("deep", video_norm_penalty=10.0, video_norm_penalty_max_size=4)
+    every = weights("every", video_norm_penalty=10.0)[1]
+    assert none_summary["final_spread"] is None and all(torch.equal(none[k], plain[k]) for k in plain)
+    assert deep_summary["final_spread"] is not None
+    assert not all(torch.equal(deep[k], plain[k]) for k in plain)
+    assert not all(torch.equal(deep[k], every[k]) for k in plain)
+
+
 def test_frame_spread_penalty_is_the_mean_squared_log_std_ratio():
     """Hand-computed cases: frames of one video with the same statistics give 0; a frame at twice the other's scale,
     and a frame shifted by a constant, give the log ratios of their variances to the pooled variance."""
@@ -666,6 +687,7 @@ def test_training_report_command_reproduces_the_run_settings():
     ("video_noise_sharing=2", "video_noise_sharing must be in [0, 1]"),
     ("video_timestep_jitter=-5", "video_timestep_jitter must be at least 0"),
     ("video_norm_penalty=-1", "video_norm_penalty must be at least 0"),
+    ("video_norm_penalty_max_size=-4", "video_norm_penalty_max_size must be at least 0"),
 ])
 def test_settings_that_would_fail_in_a_later_phase_are_usage_errors(tmp_path, capsys, setting, message):
     from tuneavideo.toymodel.pretrain import main

@@ -209,6 +209,9 @@ class PretrainConfig:
     # of log(sigma_f / sigma_pool)^2, a frame's own feature std over the clip's (:func:`frame_spread_penalty`), so
     # that the frames keep their statistics under pooling instead of being trained only to denoise despite them (0: off)
     video_norm_penalty: float = 0.0
+    # the penalty only on the pooled norms whose input is at most this many latent pixels wide (the UNet's deepest
+    # level, 4, is where the frames part most); 0: on every pooled norm
+    video_norm_penalty_max_size: int = 0
     # stop the video phase after this many steps (the learning-rate schedule still spans video_steps)
     video_stop_step: int | None = None
     # monitoring and storage
@@ -622,6 +625,9 @@ def check_config(config: PretrainConfig) -> None:
         raise ValueError(f"video_timestep_jitter must be at least 0 (timesteps), not {config.video_timestep_jitter}")
     if config.video_norm_penalty < 0:
         raise ValueError(f"video_norm_penalty must be at least 0 (a loss weight), not {config.video_norm_penalty}")
+    if config.video_norm_penalty_max_size < 0:
+        raise ValueError("video_norm_penalty_max_size must be at least 0 (latent pixels; 0: every level), "
+                         f"not {config.video_norm_penalty_max_size}")
     if not 0 <= config.video_noise_sharing <= 1:
         raise ValueError(f"video_noise_sharing must be in [0, 1] (a share of the noise variance), not {config.video_noise_sharing}")
     for name, part in (("vae_from", "vae"), ("unet_from", "unet")):
@@ -712,7 +718,7 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
     spreads: list[torch.Tensor] = []  # frame_spread_penalty of each pooled norm's input in a clip step
     if config.video_norm_penalty:
         def record_spread(norm, inputs, output) -> None:
-            if norm.num_frames > 1:
+            if norm.num_frames > 1 and inputs[0].shape[-1] <= (config.video_norm_penalty_max_size or inputs[0].shape[-1]):
                 spreads.append(frame_spread_penalty(inputs[0], norm.num_frames, norm.num_groups, norm.eps))
 
         hooks = [norm.register_forward_hook(record_spread) for norm in norms]
