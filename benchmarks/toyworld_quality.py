@@ -485,14 +485,16 @@ def table(summary: dict[str, dict]) -> str:
 
 def off_majority_table(summary: dict[str, dict]) -> str:
     """Per variant, the share of edit frames whose shape, colour, size or background differs from their video's
-    majority (size is not part of consistency)."""
+    majority (size is not part of consistency), the share that keep the source's size, and the share that are intact
+    (``metrics.intact``)."""
     lines = ["| variant | frames off the video's majority: " + " | ".join(CONSTANT_ATTRIBUTES)
-             + " | size kept (the source's, frame by frame) |", "|---|" + "---|" * (len(CONSTANT_ATTRIBUTES) + 1)]
+             + " | size kept (the source's, frame by frame) | intact frames (a clean drawing of one scene) |",
+             "|---|" + "---|" * (len(CONSTANT_ATTRIBUTES) + 2)]
     for name, m in summary.items():
         if f"off_majority_{CONSTANT_ATTRIBUTES[0]}" in m:
             lines.append(f"| {name} | " + " | ".join(f"{m.get(f'off_majority_{a}', float('nan')):.3f}"
                                                      for a in CONSTANT_ATTRIBUTES)
-                         + f" | {m.get('size_kept', float('nan')):.3f} |")
+                         + f" | {m.get('size_kept', float('nan')):.3f} | {m.get('intact', float('nan')):.3f} |")
     return "\n".join(lines)
 
 
