@@ -441,8 +441,11 @@ def test_group_clips_by_a_source_attribute():
 def test_frame_stats_summary_sets_the_frames_off_in_colour_beside_the_rest():
     """Four pooled frames with ratios 0.8, 1.0, 1.1 and 1.3, the first and last off their video's colour: 2 of 4
     frames, their mean abs(ratio - 1) 0.25 against 0.05 for the two that keep it; per-frame norms: 1 of 4. Of the pooled
-    frames, one without a whole scene read and one at 12 dB are not intact: 2 of 4; per-frame norms none."""
+    frames, one without a whole scene read and one 5 dB under the threshold are not intact (one at the threshold is):
+    2 of 4; per-frame norms none."""
     import pytest
+
+    from tuneavideo.toyworld.metrics import BROKEN_BELOW_DB
 
     sys.path.insert(0, str(BENCH.parent))
     try:
@@ -451,9 +454,9 @@ def test_frame_stats_summary_sets_the_frames_off_in_colour_beside_the_rest():
         sys.path.remove(str(BENCH.parent))
     layers = {"mid.norm2": {"channels": 8, "resolution": 4, "spread": 0.1, "offset": 0.1}}
     clip = {"pooled": [{"ratio": [0.8, 1.0, 1.1, 1.3], "found": [True] * 4, "off": [["colour"], [], ["shape"], ["colour", "shape"]],
-                        "fidelity": [30.0, None, 12.0, 20.0]}],
+                        "fidelity": [BROKEN_BELOW_DB + 5, None, BROKEN_BELOW_DB - 5, BROKEN_BELOW_DB]}],
             "per-frame": [{"ratio": [1.0] * 4, "found": [True] * 4, "off": [[], ["colour"], [], []],
-                           "fidelity": [25.0] * 4}],
+                           "fidelity": [BROKEN_BELOW_DB + 1] * 4}],
             "inverted_pooled": {"std": 0.5, "frame_correlation": 0.5}, "layers_pooled": layers, "layers_per-frame": layers}
     summary = summarise([clip])
     assert summary["colour_off_pooled"] == 0.5 and summary["colour_off_frames"] == 2
