@@ -76,7 +76,8 @@ def test_demo_refuses_zero_steps_before_any_work(tmp_path):
 def test_demo_edits_show_the_prompted_object_in_every_frame(tmp_path):
     # The demo with its defaults, as a new user runs it (seeded): each edit shows the object in every frame with the
     # prompted attribute, on the source's track (measured: 1.3, 0.8 and 0.9 px; the model before the outlined world
-    # drew the green circle 24 px off it).
+    # drew the green circle 24 px off it), and every frame is a clean drawing of one scene (no texture, no object
+    # drawn twice: metrics.intact).
     from tuneavideo.demo import run_demo
 
     folder = run_demo(tmp_path / "demo", progress=False, log=lambda *_: None)
@@ -84,4 +85,5 @@ def test_demo_edits_show_the_prompted_object_in_every_frame(tmp_path):
     for kind in (("colour",), ("shape",), ("background",)):
         entry = report[kind]
         assert entry["detected"] == 1.0 and entry["alignment"] == 1.0 and entry["preservation"] == 1.0, entry
+        assert entry["intact"] == 1.0, entry
         assert entry["motion_error"] <= 4.0, entry

@@ -166,7 +166,7 @@ def _html(report: dict) -> str:
         rows.append(
             f"<tr><td>{html.escape(s['prompt'])}</td><td><img src='{gif}' width=128></td>"
             f"<td>{s['alignment']:.2f}</td><td>{s['preservation']:.2f}</td><td>{s['motion_error']:.2f}</td>"
-            f"<td>{s['consistency']:.2f}</td></tr>"
+            f"<td>{s['consistency']:.2f}</td><td>{s['intact']:.2f}</td></tr>"
         )
     return (
         "<!doctype html><meta charset=utf-8><title>tuneavideo demo</title>"
@@ -174,7 +174,7 @@ def _html(report: dict) -> str:
         f"<p>Source: {html.escape(report['source_prompt'])} "
         f"<video src='{EDITS_FOLDER}/side-by-side.mp4' autoplay loop muted></video></p><p><img src='grid.png'></p>"
         "<table border=1 cellpadding=4><tr><th>edit prompt</th><th>video</th><th>alignment</th>"
-        "<th>preservation</th><th>motion error (px)</th><th>consistency</th></tr>"
+        "<th>preservation</th><th>motion error (px)</th><th>consistency</th><th>intact frames</th></tr>"
         + "".join(rows)
         + f"</table><p>{report['seconds']} s in all. Metrics: toy-world detector; see tuneavideo.toyworld.metrics.</p>"
     )

@@ -11,6 +11,7 @@ For a source clip and an edit that changes some attributes (``{"colour": "blue"}
   so that the rare missing object (a detection question) does not hide the motion;
 - **consistency**: share of frames whose attributes equal the video's majority attributes;
 - **psnr**: against the source frames (meaningful when the edit prompt is the source prompt);
+- **intact**: share of the edit's frames that are a clean drawing of one scene (:func:`intact`);
 - **fidelity** of a frame: its PSNR against a clean render of the scene the detector read in it, both smoothed, which
   says whether the frame is a drawing of one scene of the world at all (a frame turned into a texture, or an object
   drawn twice, can still be read as an object; :data:`BROKEN_BELOW_DB`).
@@ -50,6 +51,8 @@ class EditScore:
     detected: float  # share of frames where the edit shows an object at all
     # mean distance over the frames where both videos show an object (NaN if there are none)
     motion_error_found: float
+    # share of the edit's frames that are a clean drawing of one scene (:func:`intact`)
+    intact: float
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -143,4 +146,5 @@ def score_edit(source, edited, changes: dict[str, str], source_attributes: dict[
         psnr=psnr(source_frames, edit_frames),
         detected=float(np.mean([d.found for d in edit_found])),
         motion_error_found=float(np.mean(found_distances)) if found_distances else float("nan"),
+        intact=float(np.mean([intact(fidelity(frame, d)) for frame, d in zip(edit_frames, edit_found)])),
     )
