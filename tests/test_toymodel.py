@@ -201,8 +201,9 @@ def test_evaluate_model_reports_per_attribute_accuracy():
     from tuneavideo.toymodel.evaluate import evaluate_model
 
     result = evaluate_model(BUNDLED, n_samples=2, seed=0, combinations=[HELD_OUT[0]], num_inference_steps=8)
-    assert set(result["accuracy"]) >= {"colour", "shape", "background", "all", "found"}
+    assert set(result["accuracy"]) >= {"colour", "shape", "background", "all", "found", "intact"}
     assert all(0.0 <= v <= 1.0 for v in result["accuracy"].values())
+    assert result["accuracy"]["intact"] <= result["accuracy"]["found"]  # a sample without an object is not intact
     assert result["settings"]["samples"] == 2
     assert list(result["per_combination"]) == ["red circle on green grass"]
 

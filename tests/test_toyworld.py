@@ -572,6 +572,8 @@ def test_fidelity_tells_clean_drawings_from_broken_frames():
         smeared = np.asarray(Image.fromarray(frame).resize((32, 32), Image.BILINEAR).resize((64, 64), Image.BILINEAR))
         noisy = np.clip(smeared + rng.normal(0, 6, smeared.shape), 0, 255).astype(np.uint8)
         assert intact(fidelity(noisy, detect.detect_frame(noisy))), scene
+        as_float = noisy.astype(np.float32) / 255  # a pipeline's output_type="np"
+        assert fidelity(as_float, detect.detect_frame(as_float)) == pytest.approx(fidelity(noisy, detect.detect_frame(noisy)))
 
     frame = render_scene(Scene("circle", "red", "large", "green grass", 0.3, 0.3))
     second = render_scene(Scene("circle", "red", "large", "green grass", 0.7, 0.7))

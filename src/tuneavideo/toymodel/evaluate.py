@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..toyworld.detect import detect_frame
+from ..toyworld.metrics import fidelity, intact
 from ..toyworld.render import BACKGROUNDS, CAPTION_TEMPLATES, COLOURS, SHAPES, SIZES, fill_template
 from .data import HELD_OUT, is_held_out
 
@@ -74,8 +75,8 @@ def _score(images: np.ndarray, targets: Sequence[dict]) -> tuple[dict, list[dict
     """Per-attribute accuracy of ``images`` against ``targets`` (dicts of attribute -> expected name)."""
     records = []
     for image, target in zip(images, targets):
-        found = detect_frame(image).attributes()
-        records.append({"target": dict(target), "detected": found})
+        detection = detect_frame(image)
+        records.append({"target": dict(target), "detected": detection.attributes(), "fidelity": fidelity(image, detection)})
     accuracy: dict[str, float] = {}
     for attribute in ATTRIBUTES:
         judged = [r for r in records if r["target"].get(attribute) is not None]
@@ -86,6 +87,8 @@ def _score(images: np.ndarray, targets: Sequence[dict]) -> tuple[dict, list[dict
             all(r["detected"][a] == r["target"][a] for a in ("colour", "shape", "background")) for r in records
         ]))
         accuracy["found"] = float(np.mean([r["detected"]["shape"] is not None for r in records]))
+        # a clean drawing of one scene, not a texture or an object drawn twice that the detector still reads
+        accuracy["intact"] = float(np.mean([intact(r["fidelity"]) for r in records]))
     return accuracy, records
 
 
@@ -131,9 +134,9 @@ def evaluate_model(folder: str | Path = BUNDLED, n_samples: int = 8, seed: int =
     ``combinations``: ``"held_out"`` (:data:`~tuneavideo.toymodel.data.HELD_OUT`, never seen in training),
     ``"train"`` (12 seen combinations, :func:`training_combinations`), or a list of triples.
     Sample ``j`` overall uses noise seed ``seed + j``. Returns ``{"accuracy": {colour, shape, background,
-    size, all, found}, "per_combination": {...}, "settings": {...}}``; ``size`` is judged only on prompts
+    size, all, found, intact}, "per_combination": {...}, "settings": {...}}``; ``size`` is judged only on prompts
     that name a size, ``all`` is colour, shape and background all right, ``found`` the rate at which the
-    detector found an object at all.
+    detector found an object at all, ``intact`` the rate of clean drawings of one scene (``metrics.intact``).
     """
     if isinstance(combinations, str):
         if combinations == "held_out":
@@ -157,7 +160,8 @@ def evaluate_model(folder: str | Path = BUNDLED, n_samples: int = 8, seed: int =
     for colour, shape, background in combinations:
         mine = [r for r in records if (r["target"]["colour"], r["target"]["shape"], r["target"]["background"]) == (colour, shape, background)]
         per_combination[f"{colour} {shape} on {background}"] = {
-            a: float(np.mean([r["detected"][a] == r["target"][a] for r in mine])) for a in ("colour", "shape", "background")
+            **{a: float(np.mean([r["detected"][a] == r["target"][a] for r in mine])) for a in ("colour", "shape", "background")},
+            "intact": float(np.mean([intact(r["fidelity"]) for r in mine])),
         }
     return {
         "accuracy": accuracy,

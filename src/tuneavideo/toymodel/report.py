@@ -180,16 +180,17 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
             f"DDIM {s['num_inference_steps']} steps, guidance {s['guidance_scale']}, unconditional prompt \"\", "
             "caption templates cycled; read by `tuneavideo.toyworld.detect.detect_frame`.",
             "",
-            "| colour | shape | background | all three | size (prompts naming one) | object found |",
-            "|---|---|---|---|---|---|",
+            "| colour | shape | background | all three | size (prompts naming one) | object found | intact |",
+            "|---|---|---|---|---|---|---|",
             f"| {_pct(acc.get('colour'))} | {_pct(acc.get('shape'))} | {_pct(acc.get('background'))} | {_pct(acc.get('all'))} "
-            f"| {_pct(acc.get('size'))} | {_pct(acc.get('found'))} |",
+            f"| {_pct(acc.get('size'))} | {_pct(acc.get('found'))} | {_pct(acc.get('intact'))} |",
             "",
         ]
         if kind == "held_out":
-            lines += ["| combination | colour | shape | background |", "|---|---|---|---|"]
+            lines += ["| combination | colour | shape | background | intact |", "|---|---|---|---|---|"]
             for name, per in result["per_combination"].items():
-                lines.append(f"| {name} | {_pct(per['colour'])} | {_pct(per['shape'])} | {_pct(per['background'])} |")
+                lines.append(f"| {name} | {_pct(per['colour'])} | {_pct(per['shape'])} | {_pct(per['background'])} "
+                             f"| {_pct(per.get('intact'))} |")
             lines.append("")
     path = folder / "TRAINING.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -84,12 +84,13 @@ def box_blur(image: np.ndarray, box: int) -> np.ndarray:
 
 
 def fidelity(frame: np.ndarray, detection: Detection) -> float | None:
-    """PSNR (dB) of a ``(h, w, 3)`` uint8 frame against a clean render of the scene the detector read in it (its
-    shape, colour, size and background, the object centred on the detected centroid, moved inside the frame where it
-    would leave it), both smoothed by :func:`box_blur` over :data:`FIDELITY_BOX` pixels scaled to the frame's width.
-    ``None`` where the detector did not read a whole scene (no object, or an attribute undetermined)."""
+    """PSNR (dB) of a ``(h, w, 3)`` frame (uint8, or floats in [0, 1]) against a clean render of the scene the detector
+    read in it (its shape, colour, size and background, the object centred on the detected centroid, moved inside the
+    frame where it would leave it), both smoothed by :func:`box_blur` over :data:`FIDELITY_BOX` pixels scaled to the
+    frame's width. ``None`` where the detector did not read a whole scene (no object, or an attribute undetermined)."""
     if any(value is None for value in detection.attributes().values()) or detection.centroid is None:
         return None
+    frame = to_uint8_frames(np.asarray(frame)[None])[0]
     height, width = frame.shape[:2]
     (x_lo, x_hi), (y_lo, y_hi) = centre_range(detection.shape, detection.size, margin=0.0)
     # centroid in pixel-index units -> fraction of the frame (the inverse of render.scene_centre_px)
