@@ -84,7 +84,7 @@ CONTROLLED = {
     "p2p-coupled": ({"inversion": "null-text", "control": "p2p", "coupled_guidance": True}, False),
 }
 
-METRICS = ("alignment", "preservation", "motion_error", "motion_error_found", "consistency", "detected")
+METRICS = ("alignment", "preservation", "motion_error", "motion_error_found", "consistency", "detected", "intact")
 
 
 def _worker_init(parent: int) -> None:
@@ -208,11 +208,10 @@ def score(clip, edits, source: np.ndarray, videos: torch.Tensor) -> dict:
     source_sizes = [d.size for d in detect_video(source)]
     result["size_kept"] = float(np.mean([np.mean([d.size == size for d, size in zip(found, source_sizes)])
                                          for found in detections]))
-    # whether each frame is a clean drawing of the scene read in it (a texture or a doubled object can be read as one)
+    # each frame's dB against a clean render of the scene read in it (`intact`, from score_edit, counts those above
+    # metrics.BROKEN_BELOW_DB): for the JSON and the grids' labels
     result["fidelity"] = [[None if (value := fidelity(frame, d)) is None else round(value, 2)
                            for frame, d in zip(video, found)] for video, found in zip(frames, detections)]
-    result["intact"] = float(np.mean([np.mean([intact(value) for value in values])
-                                      for values in result["fidelity"]]))
     result["frames"] = frame_positions(source, videos[: len(edits)])
     result["_videos"] = frames  # for --grids; run_clip takes it out
     return result
