@@ -558,6 +558,16 @@ def test_object_coverage_is_the_shapes_area_where_the_render_shows_it():
     assert changed[coverage >= 0.05].all() and not changed[coverage == 0].any()
 
 
+def test_box_blur_is_the_mean_of_each_neighbourhood_with_the_edges_repeated():
+    from tuneavideo.toyworld.metrics import box_blur
+
+    image = np.random.default_rng(3).integers(0, 256, (9, 7, 3)).astype(np.uint8)
+    padded = np.pad(image.astype(float), ((2, 2), (2, 2), (0, 0)), mode="edge")
+    naive = np.array([[padded[i:i + 5, j:j + 5].mean(axis=(0, 1)) for j in range(7)] for i in range(9)])
+    assert np.allclose(box_blur(image, 5), naive)
+    assert np.array_equal(box_blur(image, 1), image.astype(float))
+
+
 def test_fidelity_tells_clean_drawings_from_broken_frames():
     """Renders of scenes, sharp or blurred and noisy as a model's samples are, are intact; the same frames with a
     second object drawn in, or with the object turned into a rainbow texture, are read as an object and are broken."""
