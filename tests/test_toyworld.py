@@ -558,6 +558,18 @@ def test_object_coverage_is_the_shapes_area_where_the_render_shows_it():
     assert changed[coverage >= 0.05].all() and not changed[coverage == 0].any()
 
 
+def test_scores_of_frames_that_are_not_square_leave_intact_unmeasured():
+    # `tuneavideo eval` scores a run's edits with score_edit at the run's own size; the world renders squares only
+    from tuneavideo.toyworld.metrics import score_edit
+
+    clip = Clip(shape="circle", colour="red", size="large", background="blue sky", path="right", num_frames=4)
+    video = render.render_clip(clip, size=64)
+    attributes = {"shape": "circle", "colour": "red", "background": "blue sky"}
+    assert score_edit(video, video, {}, attributes).intact == 1.0
+    wide = score_edit(video[:, :48], video[:, :48], {}, attributes)
+    assert math.isnan(wide.intact) and wide.alignment == 1.0
+
+
 def test_box_blur_is_the_mean_of_each_neighbourhood_with_the_edges_repeated():
     from tuneavideo.toyworld.metrics import box_blur
 

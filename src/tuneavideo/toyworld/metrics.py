@@ -51,7 +51,7 @@ class EditScore:
     detected: float  # share of frames where the edit shows an object at all
     # mean distance over the frames where both videos show an object (NaN if there are none)
     motion_error_found: float
-    # share of the edit's frames that are a clean drawing of one scene (:func:`intact`)
+    # share of the edit's frames that are a clean drawing of one scene (:func:`intact`; NaN for frames not square)
     intact: float
 
     def as_dict(self) -> dict:
@@ -87,11 +87,12 @@ def fidelity(frame: np.ndarray, detection: Detection) -> float | None:
     """PSNR (dB) of a ``(h, w, 3)`` frame (uint8, or floats in [0, 1]) against a clean render of the scene the detector
     read in it (its shape, colour, size and background, the object centred on the detected centroid, moved inside the
     frame where it would leave it), both smoothed by :func:`box_blur` over :data:`FIDELITY_BOX` pixels scaled to the
-    frame's width. ``None`` where the detector did not read a whole scene (no object, or an attribute undetermined)."""
-    if any(value is None for value in detection.attributes().values()) or detection.centroid is None:
-        return None
+    frame's width. ``None`` where the detector did not read a whole scene (no object, or an attribute undetermined),
+    and for a frame that is not square (the world renders square frames only)."""
     frame = to_uint8_frames(np.asarray(frame)[None])[0]
     height, width = frame.shape[:2]
+    if height != width or any(value is None for value in detection.attributes().values()) or detection.centroid is None:
+        return None
     (x_lo, x_hi), (y_lo, y_hi) = centre_range(detection.shape, detection.size, margin=0.0)
     # centroid in pixel-index units -> fraction of the frame (the inverse of render.scene_centre_px)
     x = min(max((detection.centroid[0] + 0.5) / width, x_lo), x_hi)
@@ -147,5 +148,7 @@ def score_edit(source, edited, changes: dict[str, str], source_attributes: dict[
         psnr=psnr(source_frames, edit_frames),
         detected=float(np.mean([d.found for d in edit_found])),
         motion_error_found=float(np.mean(found_distances)) if found_distances else float("nan"),
-        intact=float(np.mean([intact(fidelity(frame, d)) for frame, d in zip(edit_frames, edit_found)])),
+        # not measured on frames that are not square (fidelity renders the world's square frames)
+        intact=float(np.mean([intact(fidelity(frame, d)) for frame, d in zip(edit_frames, edit_found)]))
+        if height == width else float("nan"),
     )
