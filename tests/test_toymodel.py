@@ -395,6 +395,25 @@ def test_video_norm_penalty_acts_only_on_levels_up_to_its_size(tmp_path):
     assert not all(torch.equal(deep[k], every[k]) for k in plain)
 
 
+def test_video_phase_without_pooling_normalises_each_frame_of_a_clip_by_itself(tmp_path):
+    """``video_pool_statistics`` off: the clip steps find no pooled norm, so the spread penalty has nothing to act on
+    (the weights of the run without it), and the weights end elsewhere than the pooled run's."""
+    from tuneavideo.toymodel.pretrain import pretrain
+
+    run = dict(TINY_RUN, video_steps=2, video_image_share=0.0)  # clip steps only
+
+    def weights(name: str, **settings) -> tuple[dict, dict]:
+        summary = pretrain(tmp_path / name, seed=7, vae_steps=2, unet_steps=2, progress=False, **dict(run, **settings))
+        return summary["video"], {k: v for k, v in _weights(tmp_path / name).items() if k.startswith("unet.")}
+
+    pooled_summary, pooled = weights("pooled", video_norm_penalty=10.0)
+    alone_summary, alone = weights("alone", video_norm_penalty=10.0, video_pool_statistics=False)
+    plain = weights("plain", video_pool_statistics=False)[1]
+    assert pooled_summary["final_spread"] is not None and alone_summary["final_spread"] is None
+    assert all(torch.equal(alone[k], plain[k]) for k in plain)
+    assert not all(torch.equal(alone[k], pooled[k]) for k in plain)
+
+
 def test_frame_spread_penalty_is_the_mean_squared_log_std_ratio():
     """Hand-computed cases: frames of one video with the same statistics give 0; a frame at twice the other's scale,
     and a frame shifted by a constant, give the log ratios of their variances to the pooled variance."""

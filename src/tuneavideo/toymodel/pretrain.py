@@ -196,6 +196,9 @@ class PretrainConfig:
     num_videos: int = 1000  # rendered training clips (none of a held-out combination), encoded once
     video_lr: float = 2e-4  # warm-up 20 steps, constant, cosine to 0.1x over the last half
     video_image_share: float = 0.3  # share of the steps that train on single frames (statistics per frame)
+    # False: the clip steps normalise each frame by its own statistics, as single frames are (a control that keeps
+    # the clip batches, captions, timesteps and noise and takes the pooling away)
+    video_pool_statistics: bool = True
     video_caption_probability: float = 0.7  # share of a clip's captions that use a clip template
     video_ema_decay: float = 0.995
     # largest share of the noise variance that a clip's frames have in common (0: independent noise per frame): each
@@ -694,7 +697,8 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
     frames. A step is a batch of ``unet_batch // video_frames`` clips (one caption and one timestep per clip, moved
     per frame by up to ``video_timestep_jitter``; noise per frame, partly shared by a clip's frames with
     ``video_noise_sharing``; offset noise per clip) or, with probability ``video_image_share``, ``unet_batch`` single
-    frames of random clips; the loss is the UNet phase's. Random streams of its own (so ``unet_from`` gives the full run's
+    frames of random clips (``video_pool_statistics`` off: the clip steps, too, normalise each frame by itself); the
+    loss is the UNet phase's. Random streams of its own (so ``unet_from`` gives the full run's
     weights). ``state``: the phase's part of a checkpoint to resume from; ``checkpoint(video_state)`` writes one.
     Returns the EMA UNet (norms per sample again) and the phase's summary."""
     import copy
@@ -763,7 +767,7 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
             offset = torch.randn(count, mu.shape[1], 1, 1, generator=gen).repeat_interleave(frames, dim=0)
             pooled = frames
         for norm in norms:
-            norm.num_frames = pooled
+            norm.num_frames = pooled if config.video_pool_statistics else 1
         latents = ((mu + sigma * torch.randn(mu.shape, generator=gen)) * scaling).to(device)
         sharing = config.video_noise_sharing if pooled > 1 else 0.0
         noise = (clip_noise(latents.shape[0] // pooled, pooled, tuple(latents.shape[1:]), sharing, gen)
