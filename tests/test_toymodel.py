@@ -414,6 +414,25 @@ def test_video_phase_without_pooling_normalises_each_frame_of_a_clip_by_itself(t
     assert not all(torch.equal(alone[k], pooled[k]) for k in plain)
 
 
+def test_video_clip_timesteps_set_where_the_clip_steps_train(tmp_path):
+    """The whole schedule written out gives the default run's weights; clip steps at the schedule's first timestep
+    and at its last end in different places."""
+    from tuneavideo.toymodel.pretrain import SD_SCHEDULER, pretrain
+
+    run = dict(TINY_RUN, video_steps=2, video_image_share=0.0)  # clip steps only
+    last = SD_SCHEDULER["num_train_timesteps"]
+
+    def weights(name: str, **settings) -> dict:
+        pretrain(tmp_path / name, seed=7, vae_steps=2, unet_steps=2, progress=False, **dict(run, **settings))
+        return {k: v for k, v in _weights(tmp_path / name).items() if k.startswith("unet.")}
+
+    default, whole = weights("default"), weights("whole", video_clip_timesteps=(0, last))
+    low, high = weights("low", video_clip_timesteps=(0, 1)), weights("high", video_clip_timesteps=(last - 1, last))
+    assert all(torch.equal(default[k], whole[k]) for k in default)
+    assert not all(torch.equal(low[k], high[k]) for k in default)
+    assert not all(torch.equal(low[k], default[k]) for k in default)
+
+
 def test_frame_spread_penalty_is_the_mean_squared_log_std_ratio():
     """Hand-computed cases: frames of one video with the same statistics give 0; a frame at twice the other's scale,
     and a frame shifted by a constant, give the log ratios of their variances to the pooled variance."""
@@ -708,6 +727,8 @@ def test_training_report_command_reproduces_the_run_settings():
     ("video_timestep_jitter=-5", "video_timestep_jitter must be at least 0"),
     ("video_norm_penalty=-1", "video_norm_penalty must be at least 0"),
     ("video_norm_penalty_max_size=-4", "video_norm_penalty_max_size must be at least 0"),
+    ("video_clip_timesteps=[500,500]", "video_clip_timesteps must be [first, last)"),
+    ("video_clip_timesteps=[0,1001]", "video_clip_timesteps must be [first, last)"),
 ])
 def test_settings_that_would_fail_in_a_later_phase_are_usage_errors(tmp_path, capsys, setting, message):
     from tuneavideo.toymodel.pretrain import main

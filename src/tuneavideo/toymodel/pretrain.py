@@ -199,6 +199,9 @@ class PretrainConfig:
     # False: the clip steps normalise each frame by its own statistics, as single frames are (a control that keeps
     # the clip batches, captions, timesteps and noise and takes the pooling away)
     video_pool_statistics: bool = True
+    # the clip steps' timesteps are drawn from [first, last) (single frames keep the whole schedule): where in the
+    # schedule the pooled statistics are trained
+    video_clip_timesteps: tuple[int, int] = (0, SD_SCHEDULER["num_train_timesteps"])
     video_caption_probability: float = 0.7  # share of a clip's captions that use a clip template
     video_ema_decay: float = 0.995
     # largest share of the noise variance that a clip's frames have in common (0: independent noise per frame): each
@@ -631,6 +634,10 @@ def check_config(config: PretrainConfig) -> None:
     if config.video_norm_penalty_max_size < 0:
         raise ValueError("video_norm_penalty_max_size must be at least 0 (latent pixels; 0: every level), "
                          f"not {config.video_norm_penalty_max_size}")
+    first, last = config.video_clip_timesteps
+    if not 0 <= first < last <= SD_SCHEDULER["num_train_timesteps"]:
+        raise ValueError(f"video_clip_timesteps must be [first, last) with 0 <= first < last <= "
+                         f"{SD_SCHEDULER['num_train_timesteps']}, not {list(config.video_clip_timesteps)}")
     if not 0 <= config.video_noise_sharing <= 1:
         raise ValueError(f"video_noise_sharing must be in [0, 1] (a share of the noise variance), not {config.video_noise_sharing}")
     for name, part in (("vae_from", "vae"), ("unet_from", "unet")):
@@ -761,7 +768,7 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
             mu, sigma, mask = mean[clip].flatten(0, 1), std[clip].flatten(0, 1), object_mask[clip].flatten(0, 1)  # ((n f), ...)
             captions = [caption for i in clip for caption in [random_caption(
                 attributes[i].tolist(), rng, config.video_caption_probability, config.caption_dropout)] * frames]
-            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (count,), generator=gen)
+            timesteps = torch.randint(*config.video_clip_timesteps, (count,), generator=gen)
             timesteps = jitter_timesteps(timesteps.repeat_interleave(frames), config.video_timestep_jitter,
                                          noise_scheduler.config.num_train_timesteps, gen)
             offset = torch.randn(count, mu.shape[1], 1, 1, generator=gen).repeat_interleave(frames, dim=0)

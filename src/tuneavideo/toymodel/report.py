@@ -42,6 +42,8 @@ def reproduce_flags(training: dict) -> list[str]:
 
 def write_report(folder: str | Path, results: dict, command: str | None = None) -> Path:
     """``results``: ``{"held_out": evaluate_model(...), "train": evaluate_model(...)}`` (records dropped)."""
+    from .pretrain import FULL
+
     folder = Path(folder)
     training = json.loads((folder / "training.json").read_text(encoding="utf-8"))
     config = training["config"]
@@ -126,6 +128,9 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
             f"{config['unet_batch']} frames: {config['num_videos']} rendered training clips of {config['video_frames']} "
             f"frames encoded once; a step is {config['unet_batch'] // config['video_frames']} clips (one caption, clip "
             f"templates {_pct(config['video_caption_probability'])}, and one timestep per clip; offset noise per clip"
+            + (f"; timesteps in [{config['video_clip_timesteps'][0]}, {config['video_clip_timesteps'][1]})"
+               if tuple(config.get("video_clip_timesteps", FULL.video_clip_timesteps)) != FULL.video_clip_timesteps
+               else "")
             + (f"; each frame's timestep moved by up to {config['video_timestep_jitter']} from the clip's"
                if config.get("video_timestep_jitter") else "")
             + (f"; a share of the noise variance common to the clip's frames, uniform in [0, "
