@@ -138,7 +138,7 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
             f"or, in {_pct(config['video_image_share'])} of the steps, {config['unet_batch']} single frames with "
             f"statistics per frame"
             + ("" if config.get("video_pool_statistics", True) else
-               " (and so are the clip steps' statistics: `video_pool_statistics` off)")
+               " (the clip steps' statistics, too: `video_pool_statistics` off)")
             + "; the UNet phase's loss"
             + (f", plus in clip steps {config['video_norm_penalty']:g} x the frames' spread under the pooled statistics "
                "(the mean over every pooled GroupNorm, frame and group of log(sigma_frame / sigma_pooled)^2, "
