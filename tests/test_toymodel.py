@@ -729,6 +729,7 @@ def test_training_report_command_reproduces_the_run_settings():
     ("video_norm_penalty_max_size=-4", "video_norm_penalty_max_size must be at least 0"),
     ("video_clip_timesteps=[500,500]", "video_clip_timesteps must be [first, last)"),
     ("video_clip_timesteps=[0,1001]", "video_clip_timesteps must be [first, last)"),
+    ("video_clip_timesteps=[0,500,1000]", "video_clip_timesteps must be [first, last)"),
 ])
 def test_settings_that_would_fail_in_a_later_phase_are_usage_errors(tmp_path, capsys, setting, message):
     from tuneavideo.toymodel.pretrain import main

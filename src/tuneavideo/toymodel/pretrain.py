@@ -634,8 +634,9 @@ def check_config(config: PretrainConfig) -> None:
     if config.video_norm_penalty_max_size < 0:
         raise ValueError("video_norm_penalty_max_size must be at least 0 (latent pixels; 0: every level), "
                          f"not {config.video_norm_penalty_max_size}")
-    first, last = config.video_clip_timesteps
-    if not 0 <= first < last <= SD_SCHEDULER["num_train_timesteps"]:
+    clip_timesteps = tuple(config.video_clip_timesteps)
+    if not (len(clip_timesteps) == 2 and all(type(t) is int for t in clip_timesteps)
+            and 0 <= clip_timesteps[0] < clip_timesteps[1] <= SD_SCHEDULER["num_train_timesteps"]):
         raise ValueError(f"video_clip_timesteps must be [first, last) with 0 <= first < last <= "
                          f"{SD_SCHEDULER['num_train_timesteps']}, not {list(config.video_clip_timesteps)}")
     if not 0 <= config.video_noise_sharing <= 1:
