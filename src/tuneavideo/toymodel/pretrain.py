@@ -1053,9 +1053,9 @@ def parse_settings(items: list[str]) -> dict:
         if isinstance(value, list) and isinstance(default, tuple):
             value = tuple(value)
         expected = float if type(default) is float else type(default)
-        if default is not None and value is not None and not (
-                isinstance(value, expected) or (expected is float and type(value) is int)) or (
-                expected is not bool and isinstance(value, bool) and default is not None):
+        # null only where the field may be unset (its default is None); a bool is not a number here
+        if default is not None and (value is None or expected is not bool and isinstance(value, bool) or not (
+                isinstance(value, expected) or (expected is float and type(value) is int))):
             raise ValueError(f"--set {name}={text}: expected a {expected.__name__} like {json.dumps(default)}")
         settings[name] = value
     return settings
