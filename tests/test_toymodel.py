@@ -346,13 +346,13 @@ def test_a_unet_taken_from_an_earlier_run_gives_the_full_runs_weights(tmp_path):
     assert not all(torch.equal(first[k], image[k]) for k in first if k.startswith("unet."))  # the video phase trained
 
 
-@pytest.mark.parametrize("penalty", [0.0, 10.0])
-def test_pretraining_interrupted_in_the_video_phase_resumes_to_the_same_weights(tmp_path, penalty):
+@pytest.mark.parametrize("penalty, scale_noise", [(0.0, 0.0), (10.0, 0.0), (0.0, 0.2)])
+def test_pretraining_interrupted_in_the_video_phase_resumes_to_the_same_weights(tmp_path, penalty, scale_noise):
     from tuneavideo.toymodel.pretrain import CHECKPOINT_DIR, main, pretrain
 
-    # with the penalty, clip steps only (a 4-step run might draw no clip step to penalise)
+    # with the penalty or the scale noise, clip steps only (a 4-step run might draw no clip step for them to act on)
     run = dict(TINY_RUN, video_steps=4, checkpoint_every=2, video_norm_penalty=penalty,
-               **({"video_image_share": 0.0} if penalty else {}))
+               video_frame_scale_noise=scale_noise, **({"video_image_share": 0.0} if penalty or scale_noise else {}))
     whole = pretrain(tmp_path / "whole", seed=7, vae_steps=2, unet_steps=2, progress=False, **run)
     pretrain(tmp_path / "cut", seed=7, vae_steps=2, unet_steps=2, progress=False, video_stop_step=3, **run)
     assert (tmp_path / "cut" / CHECKPOINT_DIR / "state.pt").is_file()  # holds video step 2
@@ -368,8 +368,9 @@ def test_pretraining_interrupted_in_the_video_phase_resumes_to_the_same_weights(
     assert not (tmp_path / "cut" / CHECKPOINT_DIR).exists()
     first, second = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
     assert all(torch.equal(first[k], second[k]) for k in first)
-    if penalty:  # the term acts: the same run without it ends elsewhere
-        pretrain(tmp_path / "plain", seed=7, vae_steps=2, unet_steps=2, progress=False, **dict(run, video_norm_penalty=0.0))
+    if penalty or scale_noise:  # the term acts: the same run without it ends elsewhere
+        pretrain(tmp_path / "plain", seed=7, vae_steps=2, unet_steps=2, progress=False,
+                 **dict(run, video_norm_penalty=0.0, video_frame_scale_noise=0.0))
         plain = _weights(tmp_path / "plain")
         assert not all(torch.equal(first[k], plain[k]) for k in first if k.startswith("unet."))
 
@@ -412,6 +413,34 @@ def test_video_phase_without_pooling_normalises_each_frame_of_a_clip_by_itself(t
     assert pooled_summary["final_spread"] is not None and alone_summary["final_spread"] is None
     assert all(torch.equal(alone[k], plain[k]) for k in plain)
     assert not all(torch.equal(alone[k], pooled[k]) for k in plain)
+
+
+def test_video_frame_scale_noise_acts_only_where_statistics_are_pooled(tmp_path):
+    """The scale noise multiplies a frame's input to the pooled GroupNorms only (a norm with per-frame statistics
+    would divide the factor out): with ``video_pool_statistics`` off the run ends on exactly the weights it ends on
+    without the noise, pooled it ends elsewhere. Pooled, a frame scaled by 2 comes out of the norm at twice the scale
+    of the frame beside it: what the noise is there to simulate."""
+    from tuneavideo.models.unet import FrameGroupNorm
+    from tuneavideo.toymodel.pretrain import pretrain
+
+    run = dict(TINY_RUN, video_steps=2, video_image_share=0.0)  # clip steps only
+
+    def weights(name: str, **settings) -> dict:
+        pretrain(tmp_path / name, seed=7, vae_steps=2, unet_steps=2, progress=False, **dict(run, **settings))
+        return {k: v for k, v in _weights(tmp_path / name).items() if k.startswith("unet.")}
+
+    alone, alone_noisy = weights("alone", video_pool_statistics=False), weights(
+        "alone_noisy", video_pool_statistics=False, video_frame_scale_noise=0.5)
+    pooled, pooled_noisy = weights("pooled"), weights("pooled_noisy", video_frame_scale_noise=0.5)
+    assert all(torch.equal(alone[k], alone_noisy[k]) for k in alone)
+    assert not all(torch.equal(pooled[k], pooled_noisy[k]) for k in pooled)
+
+    norm = FrameGroupNorm(2, 4, affine=False)
+    norm.num_frames = 2
+    frame = torch.randn(1, 2, 18)
+    frame = (frame - frame.mean(dim=-1, keepdim=True)).reshape(1, 4, 3, 3)  # each group's mean 0, so the pool's too
+    out = norm(torch.cat([frame, 2 * frame]))
+    assert torch.allclose(out[1], 2 * out[0], atol=1e-5)
 
 
 def test_video_clip_timesteps_set_where_the_clip_steps_train(tmp_path):
@@ -728,6 +757,7 @@ def test_training_report_command_reproduces_the_run_settings():
     ("video_timestep_jitter=-5", "video_timestep_jitter must be at least 0"),
     ("video_norm_penalty=-1", "video_norm_penalty must be at least 0"),
     ("video_norm_penalty_max_size=-4", "video_norm_penalty_max_size must be at least 0"),
+    ("video_frame_scale_noise=-0.1", "video_frame_scale_noise must be at least 0"),
     ("video_clip_timesteps=[500,500]", "video_clip_timesteps must be [first, last)"),
     ("video_clip_timesteps=[0,1001]", "video_clip_timesteps must be [first, last)"),
     ("video_clip_timesteps=[0,500,1000]", "video_clip_timesteps must be [first, last)"),

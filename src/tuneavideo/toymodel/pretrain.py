@@ -218,6 +218,11 @@ class PretrainConfig:
     # the penalty only on the pooled norms whose input is at most this many latent pixels wide (the UNet's deepest
     # level, 4, is where the frames part most); 0: on every pooled norm
     video_norm_penalty_max_size: int = 0
+    # std of a random factor exp(N(0, this^2)), one per frame and group, that scales each frame's input to every pooled
+    # GroupNorm in the clip steps: frames off their clip's feature scale, as the drift leaves them when the method
+    # samples, so that the layers after the norms learn to denoise despite it rather than pass it on (0: off; its own
+    # random stream, so the other draws stay the run's without it)
+    video_frame_scale_noise: float = 0.0
     # stop the video phase after this many steps (the learning-rate schedule still spans video_steps)
     video_stop_step: int | None = None
     # monitoring and storage
@@ -634,6 +639,8 @@ def check_config(config: PretrainConfig) -> None:
     if config.video_norm_penalty_max_size < 0:
         raise ValueError("video_norm_penalty_max_size must be at least 0 (latent pixels; 0: every level), "
                          f"not {config.video_norm_penalty_max_size}")
+    if config.video_frame_scale_noise < 0:
+        raise ValueError(f"video_frame_scale_noise must be at least 0 (a log-scale std), not {config.video_frame_scale_noise}")
     clip_timesteps = tuple(config.video_clip_timesteps)
     if not (len(clip_timesteps) == 2 and all(type(t) is int for t in clip_timesteps)
             and 0 <= clip_timesteps[0] < clip_timesteps[1] <= SD_SCHEDULER["num_train_timesteps"]):
@@ -734,6 +741,16 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
                 spreads.append(frame_spread_penalty(inputs[0], norm.num_frames, norm.num_groups, norm.eps))
 
         hooks = [norm.register_forward_hook(record_spread) for norm in norms]
+    scale_gen = torch.Generator().manual_seed(config.seed + 3_000_003)  # video_frame_scale_noise's own stream
+    if config.video_frame_scale_noise:
+        def scale_frames(norm, inputs):
+            if norm.num_frames == 1:  # per-frame statistics would undo the scale
+                return None
+            x = inputs[0]
+            factor = torch.exp(config.video_frame_scale_noise * torch.randn(x.shape[0], norm.num_groups, 1, generator=scale_gen))
+            return (x.reshape(x.shape[0], norm.num_groups, -1) * factor.to(x)).reshape(x.shape),
+
+        scale_hooks = [norm.register_forward_pre_hook(scale_frames) for norm in norms]
     spread_history: list[float] = []
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.video_lr, weight_decay=config.weight_decay)
     history: list[float] = []
@@ -744,6 +761,8 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
         optimizer.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
         rng.bit_generator.state = state["numpy_rng"]
+        if "scale_generator" in state:
+            scale_gen.set_state(state["scale_generator"])
         history, steps_done, seconds_before = list(state["history"]), state["steps_done"], state["seconds"]
         spread_history = list(state.get("spread_history", []))
         log(f"resuming the video phase at step {steps_done}/{config.video_steps}")
@@ -800,10 +819,14 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
                 f"lr {optimizer.param_groups[0]['lr']:.2e}  {(time.time() - t0) / steps_done:.2f} s/step")
         if checkpoint is not None and steps_done % config.checkpoint_every == 0 and steps_done < config.video_steps:
             checkpoint({"unet": unet.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                        "generator": gen.get_state(), "numpy_rng": rng.bit_generator.state, "history": history,
+                        "generator": gen.get_state(), "scale_generator": scale_gen.get_state(),
+                        "numpy_rng": rng.bit_generator.state, "history": history,
                         "spread_history": spread_history, "steps_done": steps_done, "seconds": time.time() - t0})
     if config.video_norm_penalty:
         for hook in hooks:
+            hook.remove()
+    if config.video_frame_scale_noise:
+        for hook in scale_hooks:
             hook.remove()
     for module in ema.modules():  # the saved model normalises each image by itself
         if hasattr(module, "num_frames"):

@@ -134,7 +134,10 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
             + (f"; each frame's timestep moved by up to {config['video_timestep_jitter']} from the clip's"
                if config.get("video_timestep_jitter") else "")
             + (f"; a share of the noise variance common to the clip's frames, uniform in [0, "
-               f"{config['video_noise_sharing']:g}]" if config.get("video_noise_sharing") else "") + ") "
+               f"{config['video_noise_sharing']:g}]" if config.get("video_noise_sharing") else "")
+            + (f"; each frame's input to every pooled GroupNorm scaled by exp(N(0, "
+               f"{config['video_frame_scale_noise']:g}^2)), one factor per frame and group"
+               if config.get("video_frame_scale_noise") else "") + ") "
             f"or, in {_pct(config['video_image_share'])} of the steps, {config['unet_batch']} single frames with "
             f"statistics per frame"
             + ("" if config.get("video_pool_statistics", True) else
