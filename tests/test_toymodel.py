@@ -724,7 +724,8 @@ def test_pretrain_command_line_sets_any_config_field():
         "unet_attention": (False, True, False), "max_minutes": None}
     for bad in (["unet_width=64"], ["high_noise_share"], ["unet_steps=many"], ["lr=true"], ["unet_channels=7"],
                 ["unet_time_scale_shift=film"], ["prediction_type=x0"], ["video_norm_penalty=null"],
-                ["video_clip_timesteps=null"]):
+                ["video_clip_timesteps=null"], ["lr=NaN"], ["video_frame_scale_noise=Infinity"],
+                ["video_clip_timesteps=[0,Infinity]"]):
         with pytest.raises(SystemExit) as exit_info:
             main(["--output", "unused", "--set", *bad])
         assert exit_info.value.code == 2

@@ -1072,6 +1072,8 @@ def parse_settings(items: list[str]) -> dict:
             value = json.loads(text)
         except json.JSONDecodeError:
             value = text
+        if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+            raise ValueError(f"--set {name}={text}: a finite number is needed, not NaN or Infinity")
         default = defaults[name]
         if isinstance(value, list) and isinstance(default, tuple):
             value = tuple(value)
