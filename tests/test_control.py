@@ -260,7 +260,7 @@ def test_null_text_inversion_reconstructs_better_than_ddim(toy):
 
 @pytest.mark.xfail(strict=True, reason="the bundled toy model's cross-attention marks no region: layers that place the "
                    "word on the object and layers that place it on the background average out (benchmarks/blend_masks.py: "
-                   "IoU 0.19, the mask covers 59 % of the frame; the model before, 0.10 and all of it); a ruler whose "
+                   "IoU 0.20, the mask covers 56 % of the frame; the seed-0 model, 0.10 and all of it); a ruler whose "
                    "cross-attention marks the object passes")
 def test_blend_mask_of_the_object_word_covers_the_object(toy):
     """FateZero's recorded blend mask of the object's word, at every recorded step and frame, against the renderer's
