@@ -749,6 +749,21 @@ def test_training_report_command_reproduces_the_run_settings():
     assert replace(FULL, seed=4, unet_steps=40000, snapshot_dir="/tmp/snap", **settings) == changed
 
 
+def test_the_bundled_models_training_md_command_matches_its_recorded_settings():
+    """The pretrain command in the bundled TRAINING.md carries exactly the flags its training.json needs against
+    today's defaults: a default changed without rebundling (or a model bundled without its default) makes that
+    command train another model, and fails here."""
+    from tuneavideo.toymodel.report import reproduce_flags
+
+    training = json.loads((BUNDLED / "training.json").read_text())
+    text = (BUNDLED / "TRAINING.md").read_text()
+    command = next(line for line in text.splitlines() if "-m tuneavideo.toymodel.pretrain --output" in line)
+    words = command.split("--output", 1)[1].split()[1:]  # the flags after the output folder
+    written = [" ".join(words[i:i + 2]) if i + 1 < len(words) and not words[i + 1].startswith("--") else words[i]
+               for i in range(len(words)) if words[i].startswith("--")]
+    assert sorted(written) == sorted(reproduce_flags(training)), (command, reproduce_flags(training))
+
+
 @pytest.mark.parametrize("setting, message", [
     ("video_frames=3", "video_frames 3 must be at least 2 and divide unet_batch 32"),
     ("unet_from=/nonexistent", "unet_from /nonexistent: no unet/config.json"),
