@@ -346,13 +346,15 @@ def test_a_unet_taken_from_an_earlier_run_gives_the_full_runs_weights(tmp_path):
     assert not all(torch.equal(first[k], image[k]) for k in first if k.startswith("unet."))  # the video phase trained
 
 
-@pytest.mark.parametrize("penalty, scale_noise", [(0.0, 0.0), (10.0, 0.0), (0.0, 0.2)])
-def test_pretraining_interrupted_in_the_video_phase_resumes_to_the_same_weights(tmp_path, penalty, scale_noise):
+@pytest.mark.parametrize("penalty, scale_noise, offset", [(0.0, 0.0, 0.0), (10.0, 0.0, 0.0), (0.0, 0.2, 0.0),
+                                                          (0.0, 0.0, 10.0)])
+def test_pretraining_interrupted_in_the_video_phase_resumes_to_the_same_weights(tmp_path, penalty, scale_noise, offset):
     from tuneavideo.toymodel.pretrain import CHECKPOINT_DIR, main, pretrain
 
-    # with the penalty or the scale noise, clip steps only (a 4-step run might draw no clip step for them to act on)
-    run = dict(TINY_RUN, video_steps=4, checkpoint_every=2, video_norm_penalty=penalty,
-               video_frame_scale_noise=scale_noise, **({"video_image_share": 0.0} if penalty or scale_noise else {}))
+    # with a penalty or the scale noise, clip steps only (a 4-step run might draw no clip step for them to act on)
+    acting = penalty or scale_noise or offset
+    run = dict(TINY_RUN, video_steps=4, checkpoint_every=2, video_norm_penalty=penalty, video_norm_offset_penalty=offset,
+               video_frame_scale_noise=scale_noise, **({"video_image_share": 0.0} if acting else {}))
     whole = pretrain(tmp_path / "whole", seed=7, vae_steps=2, unet_steps=2, progress=False, **run)
     pretrain(tmp_path / "cut", seed=7, vae_steps=2, unet_steps=2, progress=False, video_stop_step=3, **run)
     assert (tmp_path / "cut" / CHECKPOINT_DIR / "state.pt").is_file()  # holds video step 2
@@ -364,13 +366,15 @@ def test_pretraining_interrupted_in_the_video_phase_resumes_to_the_same_weights(
     resumed = pretrain(tmp_path / "cut", seed=7, resume=True, progress=False)
     assert resumed["video"]["steps_done"] == 4 and resumed["video"]["final_mse"] == whole["video"]["final_mse"]
     assert resumed["video"]["final_spread"] == whole["video"]["final_spread"]
+    assert resumed["video"]["final_offset"] == whole["video"]["final_offset"]
     assert (whole["video"]["final_spread"] is None) == (penalty == 0)
+    assert (whole["video"]["final_offset"] is None) == (offset == 0)
     assert not (tmp_path / "cut" / CHECKPOINT_DIR).exists()
     first, second = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
     assert all(torch.equal(first[k], second[k]) for k in first)
-    if penalty or scale_noise:  # the term acts: the same run without it ends elsewhere
+    if acting:  # the term acts: the same run without it ends elsewhere
         pretrain(tmp_path / "plain", seed=7, vae_steps=2, unet_steps=2, progress=False,
-                 **dict(run, video_norm_penalty=0.0, video_frame_scale_noise=0.0))
+                 **dict(run, video_norm_penalty=0.0, video_frame_scale_noise=0.0, video_norm_offset_penalty=0.0))
         plain = _weights(tmp_path / "plain")
         assert not all(torch.equal(first[k], plain[k]) for k in first if k.startswith("unet."))
 
@@ -485,6 +489,26 @@ def test_frame_spread_penalty_is_the_mean_squared_log_std_ratio():
     scaled = torch.cat([x, x * torch.tensor([1.0, 2.0]).view(1, 2, 1, 1)])
     expected = ((0.5 * math.log(1 / 2.5)) ** 2 + (0.5 * math.log(4 / 2.5)) ** 2) / 8
     assert float(frame_spread_penalty(torch.cat([scaled, x, x]), 2, 2, eps=0)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_frame_offset_penalty_is_the_mean_squared_offset_in_pooled_stds():
+    """Hand-computed cases: frames with the same mean give 0 whatever their scales; a frame shifted by a constant c
+    from a zero-mean frame sits c/2 from the pool's mean, whose variance is var + c^2 / 4; and per group and video."""
+    from tuneavideo.toymodel.pretrain import frame_offset_penalty
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 4, 4)
+    x = x - x.mean(dim=(2, 3), keepdim=True)  # each channel zero-mean
+    var = float(x.var(unbiased=False))
+    assert float(frame_offset_penalty(torch.cat([x, 3 * x]), 2, 1, eps=0)) == pytest.approx(0, abs=1e-10)
+    expected = 1.5 ** 2 / (var + 2.25)  # both frames 1.5 from the pooled mean
+    assert float(frame_offset_penalty(torch.cat([x, x + 3]), 2, 1, eps=0)) == pytest.approx(expected, rel=1e-5)
+    assert float(frame_offset_penalty(torch.cat([x, x + 3]) * 7 - 2, 2, 1, eps=0)) == pytest.approx(expected, rel=1e-5)
+    # two groups (a channel each): only the shifted channel contributes; a second video of alike frames adds zeros
+    shifted = torch.cat([x, x + torch.tensor([0.0, 3.0]).view(1, 2, 1, 1)])
+    var_1 = float(x[:, 1].var(unbiased=False))
+    expected = 2 * 1.5 ** 2 / (var_1 + 2.25) / 8
+    assert float(frame_offset_penalty(torch.cat([shifted, x, x]), 2, 2, eps=0)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_video_phase_norms_pool_over_each_clip_as_one_wide_image():
@@ -772,6 +796,7 @@ def test_the_bundled_models_training_md_command_matches_its_recorded_settings():
     ("video_noise_sharing=2", "video_noise_sharing must be in [0, 1]"),
     ("video_timestep_jitter=-5", "video_timestep_jitter must be at least 0"),
     ("video_norm_penalty=-1", "video_norm_penalty must be at least 0"),
+    ("video_norm_offset_penalty=-1", "video_norm_offset_penalty must be at least 0"),
     ("video_norm_penalty_max_size=-4", "video_norm_penalty_max_size must be at least 0"),
     ("video_frame_scale_noise=-0.1", "video_frame_scale_noise must be at least 0"),
     ("video_clip_timesteps=[500,500]", "video_clip_timesteps must be [first, last)"),

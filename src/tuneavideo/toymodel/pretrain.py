@@ -221,6 +221,11 @@ class PretrainConfig:
     # the penalty only on the pooled norms whose input is at most this many latent pixels wide (the UNet's deepest
     # level, 4, is where the frames part most); 0: on every pooled norm
     video_norm_penalty_max_size: int = 0
+    # weight of a third loss term in the clip steps: the mean over every pooled GroupNorm (up to
+    # video_norm_penalty_max_size), frame and group of ((mu_f - mu_pool) / sigma_pool)^2, how far a frame's own group
+    # mean sits from the clip's in units of the pooled std (:func:`frame_offset_penalty`): what pooling leaves in a
+    # frame once the spread penalty holds its scale (0: off)
+    video_norm_offset_penalty: float = 0.0
     # std of a random factor exp(N(0, this^2)), one per frame and group, that scales each frame's input to every pooled
     # GroupNorm in the clip steps: frames off their clip's feature scale, as the drift leaves them when the method
     # samples, so that the layers after the norms learn to denoise despite it rather than pass it on (0: off; its own
@@ -639,6 +644,9 @@ def check_config(config: PretrainConfig) -> None:
         raise ValueError(f"video_timestep_jitter must be at least 0 (timesteps), not {config.video_timestep_jitter}")
     if config.video_norm_penalty < 0:
         raise ValueError(f"video_norm_penalty must be at least 0 (a loss weight), not {config.video_norm_penalty}")
+    if config.video_norm_offset_penalty < 0:
+        raise ValueError("video_norm_offset_penalty must be at least 0 (a loss weight), "
+                         f"not {config.video_norm_offset_penalty}")
     if config.video_norm_penalty_max_size < 0:
         raise ValueError("video_norm_penalty_max_size must be at least 0 (latent pixels; 0: every level), "
                          f"not {config.video_norm_penalty_max_size}")
@@ -708,6 +716,19 @@ def frame_spread_penalty(x: torch.Tensor, frames: int, groups: int, eps: float =
     return (0.5 * torch.log(own / pooled)).square().mean()
 
 
+def frame_offset_penalty(x: torch.Tensor, frames: int, groups: int, eps: float = 1e-5) -> torch.Tensor:
+    """The mean of ``((mu_f - mu_pool) / sigma_pool)^2`` over the videos, frames and groups of a GroupNorm's input
+    ``x``, ``((videos frames), c, h, w)``: ``mu_f`` a frame's own mean over its group's values, ``mu_pool`` and
+    ``sigma_pool`` the mean and std over the group's values in all ``frames`` frames of its video (what Tune-A-Video's
+    pooled GroupNorm subtracts and divides by; ``eps``, the norm's, added to the variance). 0 when every frame of a
+    video has the video's mean."""
+    videos = x.shape[0] // frames
+    grouped = x.float().reshape(videos, frames, groups, -1)
+    pooled = grouped.transpose(1, 2).reshape(videos, groups, -1)
+    offset = grouped.mean(dim=-1) - pooled.mean(dim=-1)[:, None]  # (videos, frames, groups)
+    return (offset.square() / (pooled.var(dim=-1, unbiased=False)[:, None] + eps)).mean()
+
+
 def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Log, start: float, device: torch.device,
                  state: dict | None, checkpoint) -> tuple[torch.nn.Module, dict]:
     """The video phase: train a copy of ``unet_weights`` (the UNet phase's EMA weights) with the ResNet GroupNorm
@@ -738,10 +759,15 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
     norms = pool_norms_over_frames(unet)
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     spreads: list[torch.Tensor] = []  # frame_spread_penalty of each pooled norm's input in a clip step
-    if config.video_norm_penalty:
+    offsets: list[torch.Tensor] = []  # frame_offset_penalty of the same
+    penalised = bool(config.video_norm_penalty or config.video_norm_offset_penalty)
+    if penalised:
         def record_spread(norm, inputs, output) -> None:
             if norm.num_frames > 1 and inputs[0].shape[-1] <= (config.video_norm_penalty_max_size or inputs[0].shape[-1]):
-                spreads.append(frame_spread_penalty(inputs[0], norm.num_frames, norm.num_groups, norm.eps))
+                if config.video_norm_penalty:
+                    spreads.append(frame_spread_penalty(inputs[0], norm.num_frames, norm.num_groups, norm.eps))
+                if config.video_norm_offset_penalty:
+                    offsets.append(frame_offset_penalty(inputs[0], norm.num_frames, norm.num_groups, norm.eps))
 
         hooks = [norm.register_forward_hook(record_spread) for norm in norms]
     scale_gen = torch.Generator().manual_seed(config.seed + 3_000_003)  # video_frame_scale_noise's own stream
@@ -755,6 +781,7 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
 
         scale_hooks = [norm.register_forward_pre_hook(scale_frames) for norm in norms]
     spread_history: list[float] = []
+    offset_history: list[float] = []
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.video_lr, weight_decay=config.weight_decay)
     history: list[float] = []
     steps_done, seconds_before = 0, 0.0
@@ -768,6 +795,7 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
             scale_gen.set_state(state["scale_generator"])
         history, steps_done, seconds_before = list(state["history"]), state["steps_done"], state["seconds"]
         spread_history = list(state.get("spread_history", []))
+        offset_history = list(state.get("offset_history", []))
         log(f"resuming the video phase at step {steps_done}/{config.video_steps}")
     t0 -= seconds_before
     clips, batch = mean.shape[0], config.unet_batch
@@ -803,12 +831,17 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
         noise = (clip_noise(latents.shape[0] // pooled, pooled, tuple(latents.shape[1:]), sharing, gen)
                  + config.offset_noise * offset).to(device)
         spreads.clear()
+        offsets.clear()
         loss, per_sample = _denoising_loss(unet, latents, context_of(captions), noise, timesteps.to(device),
                                            mask.to(device), noise_scheduler, loss_weight, config)
         if spreads:
             spread = torch.stack(spreads).mean()
             loss = loss + config.video_norm_penalty * spread
             spread_history.append(spread.item())
+        if offsets:
+            offset_term = torch.stack(offsets).mean()
+            loss = loss + config.video_norm_offset_penalty * offset_term
+            offset_history.append(offset_term.item())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), config.max_grad_norm)
@@ -818,14 +851,15 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
         steps_done = step + 1
         if config.log_every and (steps_done % config.log_every == 0 or steps_done == config.video_steps):
             spread_note = f"  spread {np.mean(spread_history[-config.log_every:]):.4f}" if spread_history else ""
+            spread_note += f"  offset {np.mean(offset_history[-config.log_every:]):.4f}" if offset_history else ""
             log(f"video step {steps_done}/{config.video_steps}  mse {np.mean(history[-config.log_every:]):.4f}{spread_note}  "
                 f"lr {optimizer.param_groups[0]['lr']:.2e}  {(time.time() - t0) / steps_done:.2f} s/step")
         if checkpoint is not None and steps_done % config.checkpoint_every == 0 and steps_done < config.video_steps:
             checkpoint({"unet": unet.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                         "generator": gen.get_state(), "scale_generator": scale_gen.get_state(),
                         "numpy_rng": rng.bit_generator.state, "history": history,
-                        "spread_history": spread_history, "steps_done": steps_done, "seconds": time.time() - t0})
-    if config.video_norm_penalty:
+                        "spread_history": spread_history, "offset_history": offset_history, "steps_done": steps_done, "seconds": time.time() - t0})
+    if penalised:
         for hook in hooks:
             hook.remove()
     if config.video_frame_scale_noise:
@@ -837,7 +871,9 @@ def _train_video(vae, unet_weights, context_of, config: PretrainConfig, log: _Lo
     summary = {"steps_done": steps_done, "seconds": time.time() - t0,
                "final_mse": float(np.mean(history[-max(1, len(history) // 10):])) if history else None,
                # frame_spread_penalty over the last tenth of the clip steps (with video_norm_penalty)
-               "final_spread": float(np.mean(spread_history[-max(1, len(spread_history) // 10):])) if spread_history else None}
+               "final_spread": float(np.mean(spread_history[-max(1, len(spread_history) // 10):])) if spread_history else None,
+               # frame_offset_penalty over the last tenth of the clip steps (with video_norm_offset_penalty)
+               "final_offset": float(np.mean(offset_history[-max(1, len(offset_history) // 10):])) if offset_history else None}
     return ema, summary
 
 

@@ -147,6 +147,9 @@ def write_report(folder: str | Path, results: dict, command: str | None = None) 
                "(the mean over every pooled GroupNorm, frame and group of log(sigma_frame / sigma_pooled)^2, "
                f"`pretrain.frame_spread_penalty`; {video['final_spread']:.4f} over the last tenth)"
                if config.get("video_norm_penalty") and video.get("final_spread") is not None else "")
+            + (f", plus {config['video_norm_offset_penalty']:g} x the frames' offset (the mean of ((mu_frame - mu_pooled) / "
+               f"sigma_pooled)^2, `pretrain.frame_offset_penalty`; {video['final_offset']:.4f} over the last tenth)"
+               if config.get("video_norm_offset_penalty") and video.get("final_offset") is not None else "")
             + f"; AdamW lr {config['video_lr']} (warm-up 20, constant, cosine to "
             f"0.1x over the last half), EMA {config['video_ema_decay']} (the saved weights); final MSE "
             f"{video['final_mse']:.4f}.")
