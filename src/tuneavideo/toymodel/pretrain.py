@@ -214,7 +214,7 @@ class PretrainConfig:
     # weight of a second loss term in the video phase's clip steps: the mean over every pooled GroupNorm, frame and group
     # of log(sigma_f / sigma_pool)^2, a frame's own feature std over the clip's (:func:`frame_spread_penalty`), so
     # that the frames keep their statistics under pooling instead of being trained only to denoise despite them (0: off).
-    # 0.3 (the default since the seed-1 model): on 12 validation clips its frames drift 0.019 under pooled statistics,
+    # 0.3, the bundled model's (0 before it): on 12 validation clips its frames drift 0.019 under pooled statistics,
     # the same phase without it 0.070; 0.1 drifted 0.022 and edited worse (benchmarks/README.md, "The spread penalty
     # on the second draw")
     video_norm_penalty: float = 0.3
