@@ -282,7 +282,10 @@ def trained_state(run_dir: Path) -> dict:
     return torch.load(latest_checkpoint(run_dir), weights_only=True)["trainable"]
 
 
-def run_clip(index: int, clip, edits, args, work: Path) -> dict:
+def clip_run(index: int, clip, args, work: Path) -> tuple[np.ndarray, torch.Tensor, RunConfig]:
+    """Clip ``index`` rendered (``(f, h, w, 3)`` uint8), its frames ``(f, 3, h, w)`` in [0, 1], and the run config
+    every variant starts from: its frames written to ``work``, the model ``args.model``, the run's tuning and sampling
+    settings (the tuning steps left to the caller)."""
     source = render_clip(clip, size=args.size)
     frames_dir = work / f"clip-{index}"
     frames_dir.mkdir()
@@ -293,15 +296,18 @@ def run_clip(index: int, clip, edits, args, work: Path) -> dict:
     config = RunConfig()
     config.video.path, config.video.prompt = str(frames_dir), clip_caption(clip, args.caption_template)
     config.video.num_frames, config.video.width, config.video.height = clip.num_frames, args.size, args.size
-    config.tune.base_model, config.tune.learning_rate, config.tune.seed = str(TOY_MODEL), args.learning_rate, 33
+    config.tune.base_model, config.tune.learning_rate, config.tune.seed = str(args.model), args.learning_rate, 33
     config.tune.gradient_checkpointing, config.tune.checkpoint_every = False, 0
     config.sample.num_inference_steps = config.sample.num_inversion_steps = args.sample_steps
     config.sample.guidance_scale = args.guidance
+    return source, frames, config
 
+
+def run_clip(index: int, clip, edits, args, work: Path) -> dict:
+    source, frames, config = clip_run(index, clip, args, work)
     results: dict[str, dict] = {}
     log = lambda *_: None  # noqa: E731
     model, wanted = Path(args.model), set(args.variants)
-    config.tune.base_model = str(model)
     # The steps sweep: one tuning run, interrupted at each N and resumed (the project's own --resume path).
     sweep = sorted(set(args.steps) | {args.full_steps})
     run_dir = work / f"run-{index}"
@@ -456,11 +462,11 @@ def paired_table(paired: dict[str, dict], clips: int, base: str = "full", head: 
 
 
 #: The settings that choose a run's clips: two runs with these alike measured the same clips.
-CLIP_SETTINGS = ("clips", "frames", "size", "seed")
+CLIP_SETTINGS = ("clips", "frames", "size", "seed", "only")
 
 #: Settings in which runs pooled by ``--summarise`` may differ: which clips, which variants (the ones all measured
 #: are pooled) and how the run was carried out or printed.
-POOLED_SETTINGS = ("seed", "clips", "variants", "workers", "out", "grids", "summarise", "by", "against")
+POOLED_SETTINGS = ("seed", "clips", "only", "variants", "workers", "out", "grids", "summarise", "by", "against")
 
 #: Attributes of a source clip that ``--by`` can group the clips by.
 CLIP_ATTRIBUTES = ("shape", "colour", "size", "background", "path")
@@ -514,7 +520,8 @@ def offset_table(by_offset: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, whose defaults are the benchmark's settings (``lost_objects.py`` reads them too)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=12, help="number of source clips (default 12)")
     parser.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
@@ -528,6 +535,9 @@ def main(argv=None) -> int:
                         help="the clip caption template of the source and edit prompts (default 0: \"a red circle "
                              "moving right on green grass\"; 1 also names the size: \"a large red circle ...\")")
     parser.add_argument("--seed", type=int, default=2024, help="seed of the clip selection")
+    parser.add_argument("--only", type=int, nargs="+", metavar="N",
+                        help="measure only these clips of the selection, numbered from 1 as the progress lines and "
+                             "--grids name them (a place to look again, not a result)")
     parser.add_argument("--quick", action="store_true", help="2 clips, steps 0 and 20, 10 sampling steps: a smoke run")
     parser.add_argument("--workers", type=int, default=2, help="clips tuned in parallel, one CPU thread each (default 2)")
     parser.add_argument("--model", default=str(TOY_MODEL), help="the pipeline folder to measure (default the bundled toy model)")
@@ -546,7 +556,11 @@ def main(argv=None) -> int:
                         help="with --summarise: also that run's model minus this other run's, variant by variant, paired "
                              "clip by clip (both runs on the same clips: --clips, --frames, --size and --seed alike; one "
                              "JSON for each --summarise JSON, in the same order)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if args.summarise:
         if args.against and len(args.against) != len(args.summarise):
             print(f"error: --against takes one JSON for each --summarise JSON ({len(args.summarise)}), not "
@@ -594,9 +608,13 @@ def main(argv=None) -> int:
         return 2
     if args.quick:
         args.clips, args.steps, args.full_steps, args.sample_steps = 2, [0, 20], 20, 10
+    if args.only and not all(1 <= n <= args.clips for n in args.only):
+        print(f"error: --only takes clip numbers from 1 to --clips ({args.clips}), not {args.only}", file=sys.stderr)
+        return 2
     began = time.perf_counter()
     clips = make_clips(args.clips, args.frames, args.seed)
-    per_clip: list[dict | None] = [None] * len(clips)
+    numbers = sorted(set(args.only)) if args.only else range(1, len(clips) + 1)  # the clips measured
+    per_clip: list[dict | None] = [None] * len(numbers)
     partial = Path(args.out).with_suffix(".partial.json")
     partial.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in vars(args).items() if k not in ("workers", "out", "grids")}
@@ -606,15 +624,17 @@ def main(argv=None) -> int:
             per_clip = earlier["per_clip"]
             print(f"resuming {partial}: {sum(c is not None for c in per_clip)} of {len(clips)} clips already measured")
     errors = {}
-    todo = [index for index, result in enumerate(per_clip) if result is None]
+    todo = [position for position, result in enumerate(per_clip) if result is None]
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(
             args.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
             initargs=(os.getpid(),)) as pool:
-        jobs = {pool.submit(run_clip, index, *clips[index], args, Path(tmp)): index for index in todo}
+        jobs = {pool.submit(run_clip, numbers[position] - 1, *clips[numbers[position] - 1], args, Path(tmp)): position
+                for position in todo}
         for done, job in enumerate(as_completed(jobs), 1):
-            index = jobs[job]
+            position = jobs[job]
+            index = numbers[position] - 1
             try:
-                per_clip[index] = job.result()
+                per_clip[position] = job.result()
             except Exception:  # noqa: BLE001 - one clip's failure must not lose the others
                 errors[index] = traceback.format_exc()
                 print(f"clip {index + 1} ({clip_caption(clips[index][0])}) failed:\n{errors[index]}", file=sys.stderr, flush=True)
