@@ -52,15 +52,23 @@ class ProbedNorm(FrameGroupNorm):
     mode, ``pooled`` where absent)."""
 
     modes: dict = {}
+    #: While a dict: for each latent resolution, every call's sigma_f / sigma_pool of the input, averaged over the
+    #: groups, per video and frame (``(videos, f)``).
+    ratios: dict | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         frames = self.num_frames
         mode = self.modes.get(x.shape[-2], "pooled")
+        if self.ratios is not None and frames > 1:
+            grouped = x.detach().reshape(x.shape[0] // frames, frames, self.num_groups, -1).double()
+            own = grouped.std(-1)  # (videos, f, G)
+            pooled = grouped.transpose(1, 2).reshape(grouped.shape[0], self.num_groups, -1).std(-1)[:, None]
+            self.ratios.setdefault(x.shape[-2], []).append((own / pooled).mean(-1).numpy())
         if frames == 1 or mode == "pooled":
             return super().forward(x)
         centre, scale = NORM_MODES[mode]
         batch_frames, channels, height, width = x.shape
-        groups = x.view(batch_frames // frames, frames, self.num_groups, -1).double()  # (b, f, G, c/G*h*w)
+        groups = x.reshape(batch_frames // frames, frames, self.num_groups, -1).double()  # (b, f, G, c/G*h*w)
         frame_mean = groups.mean(-1, keepdim=True)
         video_mean = groups.mean((1, 3), keepdim=True)
         mean = frame_mean if centre == "frame" else video_mean
@@ -68,8 +76,15 @@ class ProbedNorm(FrameGroupNorm):
             var = groups.var(-1, unbiased=False, keepdim=True)
         else:
             var = (groups - video_mean).pow(2).mean((1, 3), keepdim=True)
-        out = ((groups - mean) / torch.sqrt(var + self.eps)).to(x.dtype).view(batch_frames, channels, height, width)
+        out = ((groups - mean) / torch.sqrt(var + self.eps)).to(x.dtype).reshape(batch_frames, channels, height, width)
         return out * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+def latent_levels(model: str, size: int) -> list[int]:
+    """The latent resolutions of ``model``'s UNet levels for frames of ``size`` pixels, largest first."""
+    config = lambda part: json.loads((Path(model) / part / "config.json").read_text())  # noqa: E731
+    latent = size // 2 ** (len(config("vae")["block_out_channels"]) - 1)
+    return [latent >> level for level in range(len(config("unet")["block_out_channels"]))]
 
 
 def settings_for(levels: list[int]) -> dict[str, tuple[dict, dict, str, str]]:
@@ -94,13 +109,20 @@ def edit_with(tuned, clip, edits, source, template, inversion_modes, edit_modes,
     ProbedNorm.modes = inversion_modes
     unet.set_frame_attention(inversion_attn)
     latents = tuned.invert(sample.num_inversion_steps, progress=False)
-    ProbedNorm.modes = edit_modes
+    ProbedNorm.modes, ProbedNorm.ratios = edit_modes, {}
     unet.set_frame_attention(edit_attn)
     prompts = [clip_caption(with_attributes(clip, **change), template) for change in edits] + [clip_caption(clip, template)]
     videos = tuned.pipe(prompts, vc.num_frames, vc.height, vc.width, sample.num_inference_steps, sample.guidance_scale,
                         sample.negative_prompt, sample.eta, None, latents)
-    ProbedNorm.modes = {}
-    return score(clip, edits, source, videos)
+    # the conditional branch's videos (the second half of each guided batch): each edit's ratios over its steps and the
+    # level's norms, and step by step (one UNet call a step)
+    steps = sample.num_inference_steps
+    by_step = {size: np.stack(calls).reshape(steps, len(calls) // steps, -1, vc.num_frames).mean(1)[:, len(prompts):]
+               for size, calls in ProbedNorm.ratios.items()}
+    ProbedNorm.modes, ProbedNorm.ratios = {}, None
+    return {**score(clip, edits, source, videos),
+            "ratios": {size: ratios.mean(0).round(4).tolist() for size, ratios in by_step.items()},
+            "ratios_by_step": {size: ratios.round(4).tolist() for size, ratios in by_step.items()}}
 
 
 def probe_clip(number: int, clip, edits, args) -> dict:
@@ -114,14 +136,15 @@ def probe_clip(number: int, clip, edits, args) -> dict:
     norms = [m for m in unet.modules() if isinstance(m, FrameGroupNorm)]
     for norm in norms:
         norm.__class__ = ProbedNorm
-    latent = config.video.height // tuned.pipe.latent_scale
-    levels = [latent >> k for k in range(len(unet.config.block_out_channels))]
     results = {}
-    for name, modes in settings_for(levels).items():
+    for name, modes in settings_for(latent_levels(args.model, args.size)).items():
+        if args.settings and name not in args.settings:
+            continue
         scored = edit_with(tuned, clip, edits, source, args.caption_template, *modes)
         lost = [[f for f, value in enumerate(video) if value is None] for video in scored["fidelity"]]
         results[name] = {"alignment": scored["alignment"], "motion_error_found": scored["motion_error_found"],
-                         "detected": scored["detected"], "lost": lost}
+                         "detected": scored["detected"], "lost": lost, "ratios": scored["ratios"],
+                         "ratios_by_step": scored["ratios_by_step"]}
     return {"clip": number, "caption": clip_caption(clip), "edits": [dict(e) for e in edits], "settings": results}
 
 
@@ -132,6 +155,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=2024, help="seed of the clip selection (default the benchmark's)")
     parser.add_argument("--model", default=str(TOY_MODEL), help="the pipeline folder (default the bundled toy model)")
     parser.add_argument("--workers", type=int, default=2, help="clips in parallel, one CPU thread each (default 2)")
+    parser.add_argument("--settings", nargs="+", metavar="NAME", help="only these settings (default all)")
     parser.add_argument("--out", help="also write the per-clip results here (JSON)")
     args = parser.parse_args(argv)
     if pipeline_folder(args.model) is None:
@@ -141,7 +165,12 @@ def main(argv=None) -> int:
         return 2
     # the benchmark's own settings for each clip (its defaults: frames, size, tuning and sampling)
     bench = build_parser().parse_args(["--clips", str(args.clips), "--seed", str(args.seed), "--model", args.model])
-    bench.model = str(Path(args.model).resolve())
+    bench.model, bench.settings = str(Path(args.model).resolve()), args.settings
+    known = settings_for(latent_levels(bench.model, bench.size))
+    if args.settings and not set(args.settings) <= set(known):
+        print(f"error: unknown --settings {sorted(set(args.settings) - set(known))}; choose from {' '.join(known)}",
+              file=sys.stderr)
+        return 2
     clips = make_clips(bench.clips, bench.frames, bench.seed)
     began = time.perf_counter()
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
@@ -149,6 +178,7 @@ def main(argv=None) -> int:
         per_clip = list(pool.map(probe_clip, args.only, *zip(*(clips[n - 1] for n in args.only)),
                                  [bench] * len(args.only)))
     names = list(per_clip[0]["settings"])
+    levels = latent_levels(bench.model, bench.size)
     print(f"{len(per_clip)} clips, {time.perf_counter() - began:.0f} s\n")
     print("| setting | frames lost (of {}) | alignment | motion error, frames with an object (px) |".format(
         24 * len(per_clip)))
@@ -162,6 +192,35 @@ def main(argv=None) -> int:
     for name in names:
         where = [f"{c['clip']}/{e} {frames}" for c in per_clip for e, frames in enumerate(c["settings"][name]["lost"]) if frames]
         print(f"- {name}: {'; '.join(where) or 'none'}")
+    print("\nsigma_f / sigma_pool of each edited frame's norm inputs (conditional branch, over the steps and the level's "
+          "norms): the lost frames against the rest, and how many lost frames have their video's lowest ratio")
+    print("| setting | resolution | lost frames: mean (min - max) | other frames: mean (min - max) | lowest in their video |")
+    print("|---|---|---|---|---|")
+    for name in names:
+        for size in per_clip[0]["settings"][name]["ratios"]:
+            lost, kept, lowest = [], [], 0
+            for c in per_clip:
+                result = c["settings"][name]
+                for video, frames in zip(result["ratios"][size], result["lost"]):
+                    lost += [video[f] for f in frames]
+                    kept += [r for f, r in enumerate(video) if f not in frames]
+                    lowest += sum(video[f] == min(video) for f in frames)
+            if lost:
+                print(f"| {name} | {size}x{size} | {np.mean(lost):.3f} ({min(lost):.3f} - {max(lost):.3f}) | "
+                      f"{np.mean(kept):.3f} ({min(kept):.3f} - {max(kept):.3f}) | {lowest} of {len(lost)} |")
+    if "pooled" in names:
+        marks = sorted({0, 4, 9, 14, 19, 24} & set(range(len(per_clip[0]["settings"]["pooled"]["ratios_by_step"][levels[0]]))))
+        print("\nthe same ratio step by step, averaged over the frames the method (pooled) loses, under each setting")
+        print("| setting | resolution | " + " | ".join(f"step {m + 1}" for m in marks) + " |")
+        print("|---|---|" + "---|" * len(marks))
+        for name in names:
+            for size in levels:
+                rows = [video_steps[:, e, f] for c in per_clip
+                        for video_steps in [np.asarray(c["settings"][name]["ratios_by_step"][size])]
+                        for e, frames in enumerate(c["settings"]["pooled"]["lost"]) for f in frames]
+                if rows:
+                    mean = np.mean(rows, axis=0)
+                    print(f"| {name} | {size}x{size} | " + " | ".join(f"{mean[m]:.3f}" for m in marks) + " |")
     if args.out:
         Path(args.out).write_text(json.dumps({"settings": vars(args), "per_clip": per_clip}, indent=2) + "\n")
     return 0

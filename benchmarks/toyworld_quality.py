@@ -386,11 +386,14 @@ def _tune_ablation(model: Path, config: RunConfig, steps: int, run_dir: Path, **
 PAIRED_METRICS = ("alignment", "motion_error", "consistency")
 CONFIDENCE = 0.95
 #: Compared as well where both sides measured them (runs before they were recorded did not): the share of edit frames
-#: whose object's size differs from its video's majority, the share that keep the source's size, and the share that
-#: are a clean drawing of one scene (metrics.intact).
-PAIRED_IF_MEASURED = ("off_majority_size", "size_kept", "intact")
+#: whose object's size differs from its video's majority, the share that keep the source's size, the share that
+#: are a clean drawing of one scene (metrics.intact), the share with an object at all, and the motion error on the
+#: frames where both the source and the edit show one (a frame without an object costs motion_error the frame's
+#: diagonal, and alignment the frame).
+PAIRED_IF_MEASURED = ("off_majority_size", "size_kept", "intact", "detected", "motion_error_found")
 PAIRED_LABELS = {"alignment": "alignment", "motion_error": "motion error (px)", "consistency": "consistency",
-                 "off_majority_size": "frames off in size", "size_kept": "size kept", "intact": "intact frames"}
+                 "off_majority_size": "frames off in size", "size_kept": "size kept", "intact": "intact frames",
+                 "detected": "frames with an object", "motion_error_found": "motion error, frames with an object (px)"}
 
 
 def _paired_metrics(*rows: dict) -> tuple[str, ...]:
@@ -454,7 +457,7 @@ def paired_table(paired: dict[str, dict], clips: int, base: str = "full", head: 
     for other, metrics in paired.items():
         cells = " | ".join("-" if name not in metrics else
                            f"{metrics[name]['mean']:+.2f} [{metrics[name]['low']:+.2f}, {metrics[name]['high']:+.2f}]"
-                           if name == "motion_error" else
+                           if name.startswith("motion_error") else
                            f"{metrics[name]['mean']:+.3f} [{metrics[name]['low']:+.3f}, {metrics[name]['high']:+.3f}]"
                            for name in names)
         lines.append(f"| {other} | {cells} |")

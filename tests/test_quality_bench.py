@@ -229,6 +229,27 @@ def test_the_caption_template_names_the_size_in_every_prompt(tmp_path):
         assert all(any(f"a {size} " in prompt for size in SIZES) == named for prompt in prompts), prompts
 
 
+def test_only_measures_the_chosen_clips_of_the_selection(tmp_path):
+    """``--only 2`` of a 2-clip selection measures clip 2 alone, with the very results it gets in the whole run; a number
+    outside the selection is refused in one line, with nothing written."""
+    common = ["--clips", "2", "--steps", "0", "--full-steps", "0", "--sample-steps", "2", "--variants", "image-model",
+              "--workers", "1"]
+    runs = {}
+    for name, extra in (("all", []), ("only", ["--only", "2"])):
+        out = tmp_path / f"{name}.json"
+        done = subprocess.run([sys.executable, str(BENCH), *common, *extra, "--out", str(out)], capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = json.loads(out.read_text())["per_clip"]
+    assert len(runs["only"]) == 1 and runs["only"][0] == runs["all"][1]
+    assert runs["all"][0]["image-model"]["prompts"] != runs["all"][1]["image-model"]["prompts"]
+    out = tmp_path / "bad.json"
+    done = subprocess.run([sys.executable, str(BENCH), *common, "--only", "3", "--out", str(out)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--only" in done.stderr
+    assert not out.exists() and not out.with_suffix(".partial.json").exists()
+
+
 def test_scores_name_the_frames_that_leave_the_source_size():
     """Renders of a clip's three edits and of the source prompt as the sampled videos: every attribute right, so
     nothing is off the majority and the size is kept, until one frame of the shape edit is rendered small (size kept
