@@ -80,6 +80,18 @@ class ProbedNorm(FrameGroupNorm):
         return out * self.weight[:, None, None] + self.bias[:, None, None]
 
 
+#: The sampling steps (from 1) whose ratios the step table prints and the JSON keeps.
+STEP_MARKS = (1, 5, 10, 15, 20, 25)
+
+
+def keep_marked_steps(per_clip: list[dict]) -> None:
+    """Each setting's ratios step by step, cut to the steps of :data:`STEP_MARKS` that the sampling had, in place."""
+    for clip in per_clip:
+        for result in clip["settings"].values():
+            for size, steps in result["ratios_by_step"].items():
+                result["ratios_by_step"][size] = [steps[m - 1] for m in STEP_MARKS if m <= len(steps)]
+
+
 def latent_levels(model: str, size: int) -> list[int]:
     """The latent resolutions of ``model``'s UNet levels for frames of ``size`` pixels, largest first."""
     config = lambda part: json.loads((Path(model) / part / "config.json").read_text())  # noqa: E731
@@ -208,10 +220,11 @@ def main(argv=None) -> int:
             if lost:
                 print(f"| {name} | {size}x{size} | {np.mean(lost):.3f} ({min(lost):.3f} - {max(lost):.3f}) | "
                       f"{np.mean(kept):.3f} ({min(kept):.3f} - {max(kept):.3f}) | {lowest} of {len(lost)} |")
+    keep_marked_steps(per_clip)
     if "pooled" in names:
-        marks = sorted({0, 4, 9, 14, 19, 24} & set(range(len(per_clip[0]["settings"]["pooled"]["ratios_by_step"][levels[0]]))))
         print("\nthe same ratio step by step, averaged over the frames the method (pooled) loses, under each setting")
-        print("| setting | resolution | " + " | ".join(f"step {m + 1}" for m in marks) + " |")
+        marks = [m for m in STEP_MARKS if m <= bench.sample_steps]
+        print("| setting | resolution | " + " | ".join(f"step {m}" for m in marks) + " |")
         print("|---|---|" + "---|" * len(marks))
         for name in names:
             for size in levels:
@@ -220,9 +233,9 @@ def main(argv=None) -> int:
                         for e, frames in enumerate(c["settings"]["pooled"]["lost"]) for f in frames]
                 if rows:
                     mean = np.mean(rows, axis=0)
-                    print(f"| {name} | {size}x{size} | " + " | ".join(f"{mean[m]:.3f}" for m in marks) + " |")
+                    print(f"| {name} | {size}x{size} | " + " | ".join(f"{value:.3f}" for value in mean) + " |")
     if args.out:
-        Path(args.out).write_text(json.dumps({"settings": vars(args), "per_clip": per_clip}, indent=2) + "\n")
+        Path(args.out).write_text(json.dumps({"settings": vars(args), "per_clip": per_clip}) + "\n")
     return 0
 
 
