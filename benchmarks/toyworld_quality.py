@@ -29,7 +29,8 @@ blend should keep).
 
 Usage: ``python benchmarks/toyworld_quality.py --clips 12 --out benchmarks/toyworld_quality.json``
 (``--quick`` for a smoke run; ``--workers`` clips run in parallel, one CPU thread each; per-clip results
-are kept in ``OUT.partial.json`` as they finish). Prints markdown tables last: the means; ``full`` minus each other
+are kept in ``OUT.partial.json`` as they finish; ``--only N ...`` measures those clips of the selection alone, as the whole
+run measures them). Prints markdown tables last: the means; ``full`` minus each other
 variant, paired clip by clip, with its 95 % interval over the clips; the motion error by offset.
 ``--summarise OUT`` prints the tables of an earlier run again, ``--by ATTRIBUTE`` with it also the paired differences
 of the clips of each value of a source clip's attribute, ``--against OTHER`` the run's model minus another run's
