@@ -17,7 +17,7 @@ source prompt, one batch from the inverted latents) with the same tuned weights 
 A frame is lost when the detector finds no object in it. Prints, per setting, the frames lost, the alignment, and the
 motion error on the frames where the source's and the edit's object are both found; then each lost frame.
 
-Usage: ``python benchmarks/lost_objects.py --clips 48 --only 5 7 15 17 42 45 48`` (about 2 minutes a clip on one CPU
+Usage: ``python benchmarks/lost_objects.py --clips 48 --only 5 7 15 17 42 45 48`` (about 3 minutes a clip on one CPU
 core; ``--workers`` clips in parallel; ``--out JSON``).
 """
 
@@ -39,7 +39,8 @@ import torch
 from toyworld_quality import _worker_init, build_parser, clip_run, make_clips, pipeline_folder, score, trained_state, tuned_model
 from tuneavideo.demo import TOY_MODEL
 from tuneavideo.models.unet import FrameGroupNorm
-from tuneavideo.toyworld import clip_caption, with_attributes
+from tuneavideo.toyworld import clip_caption, detect_video, with_attributes
+from tuneavideo.toyworld.metrics import to_uint8_frames
 from tuneavideo.tuning import tune
 
 #: How a pooled norm computes its statistics: (centre, scale), each from the frame or the video.
@@ -132,7 +133,8 @@ def edit_with(tuned, clip, edits, source, template, inversion_modes, edit_modes,
     by_step = {size: np.stack(calls).reshape(steps, len(calls) // steps, -1, vc.num_frames).mean(1)[:, len(prompts):]
                for size, calls in ProbedNorm.ratios.items()}
     ProbedNorm.modes, ProbedNorm.ratios = {}, None
-    return {**score(clip, edits, source, videos),
+    found = [[d.found for d in detect_video(to_uint8_frames(video))] for video in videos[: len(edits)]]
+    return {**score(clip, edits, source, videos), "found": found,
             "ratios": {size: ratios.mean(0).round(4).tolist() for size, ratios in by_step.items()},
             "ratios_by_step": {size: ratios.round(4).tolist() for size, ratios in by_step.items()}}
 
@@ -153,7 +155,7 @@ def probe_clip(number: int, clip, edits, args) -> dict:
         if args.settings and name not in args.settings:
             continue
         scored = edit_with(tuned, clip, edits, source, args.caption_template, *modes)
-        lost = [[f for f, value in enumerate(video) if value is None] for video in scored["fidelity"]]
+        lost = [[f for f, found in enumerate(video) if not found] for video in scored["found"]]
         results[name] = {"alignment": scored["alignment"], "motion_error_found": scored["motion_error_found"],
                          "detected": scored["detected"], "lost": lost, "ratios": scored["ratios"],
                          "ratios_by_step": scored["ratios_by_step"]}
@@ -168,6 +170,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=str(TOY_MODEL), help="the pipeline folder (default the bundled toy model)")
     parser.add_argument("--workers", type=int, default=2, help="clips in parallel, one CPU thread each (default 2)")
     parser.add_argument("--settings", nargs="+", metavar="NAME", help="only these settings (default all)")
+    parser.add_argument("--full-steps", type=int, help="tuning steps (default the benchmark's)")
+    parser.add_argument("--sample-steps", type=int, help="DDIM inversion and sampling steps (default the benchmark's)")
     parser.add_argument("--out", help="also write the per-clip results here (JSON)")
     args = parser.parse_args(argv)
     if pipeline_folder(args.model) is None:
@@ -176,7 +180,9 @@ def main(argv=None) -> int:
         print(f"error: --only takes clip numbers from 1 to --clips ({args.clips}), not {args.only}", file=sys.stderr)
         return 2
     # the benchmark's own settings for each clip (its defaults: frames, size, tuning and sampling)
-    bench = build_parser().parse_args(["--clips", str(args.clips), "--seed", str(args.seed), "--model", args.model])
+    steps = [f"--{name.replace('_', '-')}={value}" for name in ("full_steps", "sample_steps")
+             if (value := getattr(args, name)) is not None]
+    bench = build_parser().parse_args(["--clips", str(args.clips), "--seed", str(args.seed), "--model", args.model, *steps])
     bench.model, bench.settings = str(Path(args.model).resolve()), args.settings
     known = settings_for(latent_levels(bench.model, bench.size))
     if args.settings and not set(args.settings) <= set(known):
@@ -192,8 +198,8 @@ def main(argv=None) -> int:
     names = list(per_clip[0]["settings"])
     levels = latent_levels(bench.model, bench.size)
     print(f"{len(per_clip)} clips, {time.perf_counter() - began:.0f} s\n")
-    print("| setting | frames lost (of {}) | alignment | motion error, frames with an object (px) |".format(
-        24 * len(per_clip)))
+    edited = sum(len(c["edits"]) for c in per_clip) * bench.frames
+    print(f"| setting | frames lost (of {edited}) | alignment | motion error, frames with an object (px) |")
     print("|---|---|---|---|")
     for name in names:
         rows = [c["settings"][name] for c in per_clip]

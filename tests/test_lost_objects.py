@@ -74,3 +74,33 @@ def test_mixed_modes_take_the_centre_and_the_scale_from_where_they_say(probed):
             torch.testing.assert_close(norm(x), value, msg=mode)
     finally:
         probed.modes = {}
+
+
+def test_the_pooled_setting_edits_as_the_benchmark_does(tmp_path):
+    """``lost_objects.py``'s ``pooled`` setting is the benchmark's ``full`` variant: on the same clip, with the same
+    (tiny) tuning and sampling, the same scores; the other settings are edited and their lost frames listed."""
+    import json
+    import subprocess
+
+    steps = ["--full-steps", "1", "--sample-steps", "2"]
+    bench_out, probe_out = tmp_path / "bench.json", tmp_path / "probe.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "toyworld_quality.py"), "--clips", "2", "--only", "2",
+                           "--steps", "0", *steps, "--variants", "full", "--workers", "1", "--out", str(bench_out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "lost_objects.py"), "--clips", "2", "--only", "2", *steps,
+                           "--settings", "pooled", "per-frame-at-16x16", "--workers", "1", "--out", str(probe_out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    full = json.loads(bench_out.read_text())["per_clip"][0]["full"]
+    probe = json.loads(probe_out.read_text())["per_clip"][0]
+    assert probe["clip"] == 2 and list(probe["settings"]) == ["pooled", "per-frame-at-16x16"]
+    pooled = probe["settings"]["pooled"]
+    for name in ("alignment", "detected", "motion_error_found"):
+        assert pooled[name] == pytest.approx(full[name], abs=1e-9), name
+    assert sum(map(len, pooled["lost"])) == round((1 - full["detected"]) * 24)
+    for result in probe["settings"].values():
+        assert len(result["lost"]) == 3 and all(0 <= f < 8 for frames in result["lost"] for f in frames)
+        assert set(result["ratios"]) == {"16", "8", "4"}
+        assert all(len(video) == 8 and all(0.2 < r < 5 for r in video) for video in result["ratios"]["16"])
+    assert "| pooled |" in done.stdout and "frames lost (of 24)" in done.stdout
