@@ -29,9 +29,9 @@ blend should keep).
 
 Usage: ``python benchmarks/toyworld_quality.py --clips 12 --out benchmarks/toyworld_quality.json``
 (``--quick`` for a smoke run; ``--workers`` clips run in parallel, one CPU thread each; per-clip results
-are kept in ``OUT.partial.json`` as they finish; ``--only N ...`` measures those clips of the selection alone, as the whole
-run measures them). Prints markdown tables last: the means; ``full`` minus each other
-variant, paired clip by clip, with its 95 % interval over the clips; the motion error by offset.
+are kept in ``OUT.partial.json`` as they finish; ``--only N ...`` measures those clips of the selection alone, as
+the whole run measures them). Prints markdown tables last: the means; ``full`` minus each other variant, paired clip
+by clip, with its 95 % interval over the clips; the motion error by offset.
 ``--summarise OUT`` prints the tables of an earlier run again, ``--by ATTRIBUTE`` with it also the paired differences
 of the clips of each value of a source clip's attribute, ``--against OTHER`` the run's model minus another run's
 (``--model``) on the same clips, variant by variant. Several JSONs after ``--summarise`` (and as many after
@@ -558,8 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "of the source clip (chosen after the fact: a place to look, not a result)")
     parser.add_argument("--against", metavar="JSON", nargs="+",
                         help="with --summarise: also that run's model minus this other run's, variant by variant, paired "
-                             "clip by clip (both runs on the same clips: --clips, --frames, --size and --seed alike; one "
-                             "JSON for each --summarise JSON, in the same order)")
+                             "clip by clip (both runs on the same clips: --clips, --frames, --size, --seed and --only "
+                             "alike; one JSON for each --summarise JSON, in the same order)")
     return parser
 
 
@@ -626,7 +626,7 @@ def main(argv=None) -> int:
         earlier = json.loads(partial.read_text())
         if {k: v for k, v in earlier["settings"].items() if k not in ("workers", "out", "grids")} == settings:
             per_clip = earlier["per_clip"]
-            print(f"resuming {partial}: {sum(c is not None for c in per_clip)} of {len(clips)} clips already measured")
+            print(f"resuming {partial}: {sum(c is not None for c in per_clip)} of {len(numbers)} clips already measured")
     errors = {}
     todo = [position for position, result in enumerate(per_clip) if result is None]
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(
