@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toyworld_quality import _worker_init, build_parser, clip_run, make_clips, pipeline_folder, score, trained_state, tuned_model
+from toyworld_quality import (_worker_init, build_parser, clip_run, make_clips, pipeline_folder, score, settings_problem,
+                              trained_state, tuned_model)
 from tuneavideo.demo import TOY_MODEL
 from tuneavideo.models.unet import FrameGroupNorm
 from tuneavideo.toyworld import clip_caption, detect_video, with_attributes
@@ -144,8 +145,9 @@ def probe_clip(number: int, clip, edits, args) -> dict:
         source, frames, config = clip_run(number - 1, clip, args, Path(tmp))
         config.tune.steps = args.full_steps
         run_dir = Path(tmp) / "run"
-        tune(str(args.model), config, run_dir, progress=False, log=lambda *_: None)
-        tuned = tuned_model(Path(args.model), config, frames, trained_state(run_dir))
+        if config.tune.steps:
+            tune(str(args.model), config, run_dir, progress=False, log=lambda *_: None)
+        tuned = tuned_model(Path(args.model), config, frames, trained_state(run_dir) if config.tune.steps else None)
     unet = tuned.pipe.unet
     norms = [m for m in unet.modules() if isinstance(m, FrameGroupNorm)]
     for norm in norms:
@@ -176,14 +178,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if pipeline_folder(args.model) is None:
         return 2
-    if not all(1 <= n <= args.clips for n in args.only):
-        print(f"error: --only takes clip numbers from 1 to --clips ({args.clips}), not {args.only}", file=sys.stderr)
-        return 2
     # the benchmark's own settings for each clip (its defaults: frames, size, tuning and sampling)
     steps = [f"--{name.replace('_', '-')}={value}" for name in ("full_steps", "sample_steps")
              if (value := getattr(args, name)) is not None]
-    bench = build_parser().parse_args(["--clips", str(args.clips), "--seed", str(args.seed), "--model", args.model, *steps])
+    bench = build_parser().parse_args(["--clips", str(args.clips), "--seed", str(args.seed), "--model", args.model,
+                                       "--workers", str(args.workers), "--only", *map(str, args.only), *steps])
+    if problem := settings_problem(bench):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     bench.model, bench.settings = str(Path(args.model).resolve()), args.settings
+    numbers = sorted(set(args.only))
     known = settings_for(latent_levels(bench.model, bench.size))
     if args.settings and not set(args.settings) <= set(known):
         print(f"error: unknown --settings {sorted(set(args.settings) - set(known))}; choose from {' '.join(known)}",
@@ -193,8 +197,7 @@ def main(argv=None) -> int:
     began = time.perf_counter()
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
                              initargs=(os.getpid(),)) as pool:
-        per_clip = list(pool.map(probe_clip, args.only, *zip(*(clips[n - 1] for n in args.only)),
-                                 [bench] * len(args.only)))
+        per_clip = list(pool.map(probe_clip, numbers, *zip(*(clips[n - 1] for n in numbers)), [bench] * len(numbers)))
     names = list(per_clip[0]["settings"])
     levels = latent_levels(bench.model, bench.size)
     print(f"{len(per_clip)} clips, {time.perf_counter() - began:.0f} s\n")

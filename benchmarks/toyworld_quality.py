@@ -524,6 +524,22 @@ def offset_table(by_offset: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def settings_problem(args) -> str | None:
+    """What is wrong with a run's counts (clips, workers, steps, ``--only``), as one line for ``error:``; None if
+    nothing is."""
+    if args.clips < 1:
+        return f"--clips must be at least 1, not {args.clips}"
+    if args.workers < 1:
+        return f"--workers must be at least 1, not {args.workers}"
+    if args.sample_steps < 1:
+        return f"--sample-steps must be at least 1, not {args.sample_steps}"
+    if args.full_steps < 0 or any(n < 0 for n in args.steps):
+        return f"tuning steps cannot be negative (--full-steps {args.full_steps}, --steps {' '.join(map(str, args.steps))})"
+    if args.only and not all(1 <= n <= args.clips for n in args.only):
+        return f"--only takes clip numbers from 1 to --clips ({args.clips}), not {' '.join(map(str, args.only))}"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line, whose defaults are the benchmark's settings (``lost_objects.py`` reads them too)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -612,8 +628,8 @@ def main(argv=None) -> int:
         return 2
     if args.quick:
         args.clips, args.steps, args.full_steps, args.sample_steps = 2, [0, 20], 20, 10
-    if args.only and not all(1 <= n <= args.clips for n in args.only):
-        print(f"error: --only takes clip numbers from 1 to --clips ({args.clips}), not {args.only}", file=sys.stderr)
+    if problem := settings_problem(args):
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     began = time.perf_counter()
     clips = make_clips(args.clips, args.frames, args.seed)

@@ -104,3 +104,20 @@ def test_the_pooled_setting_edits_as_the_benchmark_does(tmp_path):
         assert set(result["ratios"]) == {"16", "8", "4"}
         assert all(len(video) == 8 and all(0.2 < r < 5 for r in video) for video in result["ratios"]["16"])
     assert "| pooled |" in done.stdout and "frames lost (of 24)" in done.stdout
+
+
+@pytest.mark.parametrize("options, named", [
+    (["--clips", "2", "--only", "3"], "--only"),
+    (["--only", "1", "--workers", "0"], "--workers"),
+    (["--only", "1", "--sample-steps", "0"], "--sample-steps"),
+    (["--only", "1", "--full-steps", "-1"], "tuning steps"),
+    (["--only", "1", "--settings", "bogus"], "bogus"),
+])
+def test_bad_options_are_refused_in_one_line_before_any_work(tmp_path, options, named):
+    import subprocess
+
+    out = tmp_path / "probe.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "lost_objects.py"), *options, "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert named in done.stderr and not out.exists()

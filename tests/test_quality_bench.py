@@ -248,6 +248,11 @@ def test_only_measures_the_chosen_clips_of_the_selection(tmp_path):
                           text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--only" in done.stderr
     assert not out.exists() and not out.with_suffix(".partial.json").exists()
+    for bad, named in ((["--clips", "0"], "--clips"), (["--workers", "0"], "--workers")):
+        done = subprocess.run([sys.executable, str(BENCH), *common, *bad, "--out", str(out)], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and named in done.stderr, done.stderr
+        assert not out.exists() and not out.with_suffix(".partial.json").exists()
 
 
 def test_scores_name_the_frames_that_leave_the_source_size():
